@@ -1,0 +1,26 @@
+"""Shared fixtures: a spatial_dims fixture, seeding, and GPU-marker handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=[1, 2, 3, 4], ids=lambda n: f"{n}d")
+def spatial_dims(request: pytest.FixtureRequest) -> int:
+    """Every spatial_dims the fast suite covers (5-D tests are marked slow where they are costly)."""
+    return request.param
