@@ -1,0 +1,203 @@
+"""Turn what the user passes as training data into batches, in a resumable order.
+
+Accepted `data` (train and validation alike):
+- a `torch.utils.data.Dataset` whose samples are `x`, `(x,)`, `(x, y)` or dicts
+  `{"x": x, "y": y}` ("y" optional). x: (C, *spatial) tensor.
+- a tensor / numpy array X of shape (N, C, *spatial): samples are `(x,)`.
+- a tuple `(X, Y)` of tensors / arrays with the same first length: samples are `(x, y)`.
+- a dict `{"x": X, "y": Y}` of tensors / arrays: samples are `(x, y)`.
+- a `DataLoader`: used as given (its batch size, sampler, collate). Mid-epoch resume replays its
+  epoch-start RNG state and fast-forwards through the consumed batches (they are loaded again).
+
+For everything else the trainer builds the DataLoader with a `ResumableSampler` (a
+DistributedSampler whose per-epoch order is stored in checkpoints, and which can skip the batches a
+resumed epoch already consumed) and a dedicated generator, so creating an iterator never draws from
+the global RNG: that is what keeps resume bit-exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+class TensorPairDataset(Dataset):
+    """Samples `(x,)` or `(x, y)` from in-memory tensors."""
+
+    def __init__(self, x: Tensor, y: Tensor | None = None) -> None:
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"data: x has {len(x)} samples but y has {len(y)}; they must match")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
+        return (self.x[i],) if self.y is None else (self.x[i], self.y[i])
+
+
+def _as_tensor(a: Any, name: str) -> Tensor:
+    if isinstance(a, Tensor):
+        return a
+    if isinstance(a, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return t.float() if t.is_floating_point() else t
+    raise TypeError(f"{name}: expected a tensor or numpy array, got {type(a).__name__}")
+
+
+def as_dataset(data: Any, name: str = "train_data") -> Dataset:
+    """A Dataset from any accepted input except a DataLoader (see the module docstring)."""
+    if isinstance(data, Dataset) and not isinstance(data, (Tensor, np.ndarray)):
+        if not hasattr(data, "__len__"):
+            raise TypeError(
+                f"{name}: iterable-style datasets are not supported; pass a map-style Dataset or a DataLoader"
+            )
+        return data
+    if isinstance(data, (Tensor, np.ndarray)):
+        x = _as_tensor(data, name)
+        if x.dim() < 2:
+            raise ValueError(f"{name}: array of shape {tuple(x.shape)}; expected (N, C, *spatial)")
+        return TensorPairDataset(x)
+    if isinstance(data, Mapping):
+        if "x" not in data or not set(data) <= {"x", "y"}:
+            raise ValueError(
+                f"{name}: dict with keys {sorted(data)}; expected keys 'x' and optional 'y'"
+            )
+        y = data.get("y")
+        return TensorPairDataset(
+            _as_tensor(data["x"], f"{name}['x']"),
+            None if y is None else _as_tensor(y, f"{name}['y']"),
+        )
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) in (1, 2)
+        and all(isinstance(a, (Tensor, np.ndarray)) for a in data)
+    ):
+        tensors = [_as_tensor(a, f"{name}[{i}]") for i, a in enumerate(data)]
+        return TensorPairDataset(*tensors)
+    raise TypeError(
+        f"{name}: got {type(data).__name__}; expected a Dataset, a DataLoader, a tensor/array "
+        "(N, C, *spatial), a tuple (X, Y) or a dict {'x': X, 'y': Y}"
+    )
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """(x, y-or-None) from a collated batch: a tensor, a 1- or 2-sequence, or a dict with 'x'/'y'."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, Mapping):
+        if "x" not in batch:
+            raise ValueError(f"batch dict has keys {sorted(batch)}; expected 'x' and optional 'y'")
+        return batch["x"], batch.get("y")
+    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
+        return batch[0], (batch[1] if len(batch) == 2 else None)
+    raise TypeError(
+        f"batch of type {type(batch).__name__} (len {len(batch) if hasattr(batch, '__len__') else '?'}); "
+        "samples must be x, (x,), (x, y) or {'x': x, 'y': y}"
+    )
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler whose epoch order can be read, restored, and skipped into.
+
+    The order is a permutation of the whole dataset (world-size independent); each rank takes its
+    shard exactly as DistributedSampler does (pad by wrapping, then `order[rank::world]`).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int,
+        rank: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+    ) -> None:
+        super().__init__(
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
+        self.order: Tensor = self._default_order()
+        self.skip = 0
+
+    def _default_order(self) -> Tensor:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if not self.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(n, generator=g)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.order = self._default_order()
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.order.tolist()
+        if not self.drop_last:  # pad by wrapping so every rank gets num_samples
+            pad = self.total_size - len(indices)
+            while pad > 0:
+                indices += indices[:pad]
+                pad = self.total_size - len(indices)
+        indices = indices[: self.total_size][self.rank : self.total_size : self.num_replicas]
+        return iter(indices[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def build_loader(
+    data: Any,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    num_workers: int,
+    rank: int,
+    world_size: int,
+    pin_memory: bool,
+    name: str,
+) -> DataLoader:
+    """The trainer's DataLoader over `data` (a user DataLoader is returned unchanged)."""
+    if isinstance(data, DataLoader):
+        if world_size > 1 and not isinstance(data.sampler, DistributedSampler):
+            raise ValueError(
+                f"{name}: a DataLoader under DDP must use a DistributedSampler; pass a Dataset "
+                "instead and the trainer shards it"
+            )
+        return data
+    dataset = as_dataset(data, name)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"{name}: the dataset is empty")
+    sampler = ResumableSampler(dataset, world_size, rank, shuffle, seed, drop_last)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )
+
+
+def eval_loader(data: Any, *, batch_size: int, rank: int, world_size: int, name: str) -> DataLoader:
+    """Evaluation batches: no shuffle; under DDP each rank takes `indices[rank::world]` with no
+    padding (so no sample counts twice); metric sums are all-reduced afterwards."""
+    if isinstance(data, DataLoader):
+        return data
+    dataset = as_dataset(data, name)
+    if world_size > 1:
+        dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False)

@@ -1,0 +1,42 @@
+"""The run folder: never deleted, never silently reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ndunet.training.checkpoint import CheckpointError, verify_checkpoint
+
+
+def _has_checkpoint(ckpt_dir: Path) -> bool:
+    return (ckpt_dir / "last").exists() or (ckpt_dir / ".last.old").exists()
+
+
+def check_run_dir(out_dir: Path, resume: bool) -> Path | None:
+    """Decide how a run may use `out_dir`. Returns the checkpoint to resume from, or None for a
+    fresh run. Raises FileExistsError for a non-empty folder that cannot be resumed, and
+    CheckpointError for a damaged checkpoint (never falls back to starting over)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"out_dir={str(out_dir)!r} exists and is a file, not a folder")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not entries:
+        return None
+    shown = ", ".join(entries[:6]) + (" ..." if len(entries) > 6 else "")
+    if not resume:
+        raise FileExistsError(
+            f"out_dir={str(out_dir)!r} is not empty ({shown}). ndunet never overwrites or deletes "
+            "a run folder: pass resume=True to continue that run, or choose a new out_dir."
+        )
+    ckpt_dir = out_dir / "checkpoints"
+    if not _has_checkpoint(ckpt_dir):
+        raise FileExistsError(
+            f"resume=True but out_dir={str(out_dir)!r} holds no checkpoint (checkpoints/last) to "
+            f"resume from (contents: {shown}). Choose a new out_dir, or remove the folder yourself."
+        )
+    last = ckpt_dir / "last"
+    try:
+        return verify_checkpoint(last)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"cannot resume from {str(last)!r}: {e}. The run folder is left untouched; an older "
+            "per-epoch checkpoint in checkpoints/ may be copied over 'last' by hand."
+        ) from e
