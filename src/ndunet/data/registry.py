@@ -1,0 +1,49 @@
+"""Datasets by name, for configs: ``load_dataset("digits", split="train")``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from ._checks import did_you_mean
+from .arrays import arrays
+from .base import NDDataset
+from .blobs import blobs
+from .digits import digits
+from .faces import faces
+from .images import images
+
+DATASETS: dict[str, Callable[..., NDDataset]] = {
+    "digits": digits,
+    "faces": faces,
+    "blobs": blobs,
+    "arrays": arrays,
+    "images": images,
+}
+
+
+def load_dataset(name: str, **kwargs: Any) -> NDDataset:
+    """Build the dataset registered as ``name`` with keyword arguments (checked before loading)."""
+    names = sorted(DATASETS)
+    if not isinstance(name, str) or name not in DATASETS:
+        hint = did_you_mean(name, names) if isinstance(name, str) else ""
+        raise ValueError(f"dataset name={name!r} is unknown; valid names are {names}{hint}")
+    factory = DATASETS[name]
+    params = inspect.signature(factory).parameters
+    for key in kwargs:
+        if key not in params:
+            raise ValueError(
+                f"dataset {name!r} has no option {key!r}; valid options are "
+                f"{list(params)}{did_you_mean(key, list(params))}"
+            )
+    missing = [
+        p.name
+        for p in params.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind is not inspect.Parameter.VAR_KEYWORD
+        and p.name not in kwargs
+    ]
+    if missing:
+        raise ValueError(f"dataset {name!r} needs option(s) {missing}")
+    return factory(**kwargs)
