@@ -38,6 +38,7 @@ class RunLog:
         self._writer: Any = None
         self._tb: Any = None
         self._handlers: list[logging.Handler] = []
+        self._rows = 0  # training-loss rows written (loss.png needs one)
         self.epoch_bar: Any = None
         self.step_bar: Any = None
         if out_dir is None:
@@ -95,6 +96,7 @@ class RunLog:
     def row(self, values: dict[str, Any]) -> None:
         """One CSV row (missing columns blank) and the matching TensorBoard scalars."""
         if self._writer is not None:
+            self._rows += "loss" in values
             self._writer.writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()}
             )
@@ -137,14 +139,17 @@ class RunLog:
 
     def plot(self) -> None:
         """loss.png from log.csv via ndunet.viz (skipped with a debug note if viz is absent)."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self._rows:
             return
         try:
             from ndunet.viz import plot_loss
         except ImportError:
             logger.debug("ndunet.viz not available: no loss.png")
             return
-        plot_loss(self.csv_path, self.out_dir / "loss.png")
+        try:
+            plot_loss(self.csv_path, self.out_dir / "loss.png")
+        except (ValueError, OSError) as e:  # a failed plot must not end a training run
+            logger.warning("could not draw loss.png: %s", e)
 
     def close(self) -> None:
         for bar in (self.step_bar, self.epoch_bar):

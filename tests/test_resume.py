@@ -1,0 +1,131 @@
+"""Exact resume: runs stopped (cleanly, or by SIGKILL at random moments) and resumed end with
+weights, EMA and optimizer state bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from ndunet.training import SupervisedTrainer, load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _train_script as script
+
+SCRIPT = Path(__file__).parent / "_train_script.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Bit-identity on CPU compares runs with the same thread count (the subprocesses use 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _assert_same_checkpoint(a: Path, b: Path) -> None:
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert ca.model_state.keys() == cb.model_state.keys()
+    for k in ca.model_state:
+        assert torch.equal(ca.model_state[k], cb.model_state[k]), k
+    assert (ca.ema_state is None) == (cb.ema_state is None)
+    for k in ca.ema_state or {}:
+        assert torch.equal(ca.ema_state[k], cb.ema_state[k]), k
+    sa, sb = ca.trainer_state(), cb.trainer_state()
+    assert (sa["step"], sa["epoch"]) == (sb["step"], sb["epoch"])
+    for pid, st in sa["optimizer"]["state"].items():
+        for name, t in st.items():
+            assert torch.equal(t, sb["optimizer"]["state"][pid][name]), (pid, name)
+    assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"]
+    assert sa["best_value"] == sb["best_value"]
+
+
+def _step_of(run: Path) -> int:
+    try:
+        return json.loads((run / "checkpoints" / "last" / "config.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def test_crash_mid_epoch_and_resume_is_bit_identical(tmp_path):
+    ref = script.run(tmp_path / "ref", save_every_steps=1, ema_decay=0.9)
+    # the loader raises on its 244th sample: epoch 2 (0-based 1), batch 15 (0-based 14)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        script.run(tmp_path / "cut", save_every_steps=1, ema_decay=0.9, crash_after=244)
+    state = load_checkpoint(tmp_path / "cut").trainer_state()
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (15, 1, 14)
+    done = script.run(tmp_path / "cut", resume=True, save_every_steps=1, ema_decay=0.9)
+    assert done.step == ref.step == 24
+    _assert_same_checkpoint(
+        tmp_path / "ref" / "checkpoints" / "last", tmp_path / "cut" / "checkpoints" / "last"
+    )
+    # the resumed log has each step once, in order
+    rows = (tmp_path / "cut" / "log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows if r.split(",")[2]] == list(range(1, 25))
+
+
+def test_user_dataloader_resume_is_bit_identical(tmp_path):
+    """A shuffled user DataLoader draws its order from the global RNG: resume replays it."""
+
+    def go(out, **kw):
+        loader = DataLoader(script.NoisyPairs(48, 0, 0.1), batch_size=8, shuffle=True)
+        tr = SupervisedTrainer(
+            script.make_model(0.2),
+            loader,
+            out_dir=str(out),
+            epochs=2,
+            lr=1e-2,
+            progress=False,
+            seed=3,
+            device="cpu",
+            **kw,
+        )
+        tr.fit()
+        return tr
+
+    go(tmp_path / "ref", max_steps=9)  # 6 batches per epoch: stops in epoch 2
+    go(tmp_path / "cut", max_steps=3)
+    go(tmp_path / "cut", resume=True, max_steps=5)
+    go(tmp_path / "cut", resume=True, max_steps=9)
+    _assert_same_checkpoint(
+        tmp_path / "ref" / "checkpoints" / "last", tmp_path / "cut" / "checkpoints" / "last"
+    )
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
+    """A subprocess checkpointing every step is SIGKILLed three times at random moments (any
+    phase: training, writing, swapping folders); each restart resumes; the end equals an
+    uninterrupted run bit for bit."""
+    ref_dir, run = tmp_path / "ref", tmp_path / "killed"
+    script.run(ref_dir, ema_decay=0.0)
+    rnd = random.Random(os.getpid())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    kills = 0
+    for i, threshold in enumerate((3, 10, 17)):
+        cmd = [sys.executable, str(SCRIPT), str(run)] + (["--resume"] if i else [])
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while _step_of(run) < threshold and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rnd.uniform(0.0, 0.03))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (-signal.SIGKILL, 0), err.decode()[-2000:]
+        # whatever the moment of the kill, a complete checkpoint is there
+        assert load_checkpoint(run).trainer_state()["step"] >= 1
+    assert kills >= 2  # the runs really were interrupted
+    script.run(run, resume=True, ema_decay=0.0)
+    _assert_same_checkpoint(ref_dir / "checkpoints" / "last", run / "checkpoints" / "last")
+    assert not list((run / "checkpoints").glob(".*"))  # no temp/old folders left behind
