@@ -143,7 +143,8 @@ def plot_loss(
     if len(positive) and (positive > 0).all():
         ax.set_yscale("log")
     ax.set(title="loss", xlabel="step" if has_step else "row")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # rows may hold no number yet (a run just started)
+        ax.legend(fontsize=8)
     next_panel = 1
     if metrics:
         ax = axes[next_panel]
