@@ -92,17 +92,18 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--n", type=int, default=128)
+    p.add_argument("--samples", type=int, default=128)
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--save-every-steps", type=int, default=1)
     p.add_argument("--ema-decay", type=float, default=0.0)
+    p.add_argument("--scheduler", default="cosine")
     a = p.parse_args()
     torch.set_num_threads(1)
     run(
         a.out_dir,
         resume=a.resume,
-        n=a.n,
+        n=a.samples,
         noise=a.noise,
         dropout=a.dropout,
         batch_size=a.batch_size,
@@ -110,6 +111,7 @@ def main() -> None:
         epochs=a.epochs,
         save_every_steps=a.save_every_steps,
         ema_decay=a.ema_decay,
+        scheduler=a.scheduler,
     )
 
 
