@@ -1,0 +1,26 @@
+"""Layers for any spatial_dims: the only place in ndunet that branches on spatial_dims."""
+
+from ndunet.layers.conv import ConvNd, ConvTransposeNd, check_spatial_dims, conv, conv_transpose
+from ndunet.layers.norm import BatchNormNd, ChannelLayerNorm, InstanceNormNd, norm
+from ndunet.layers.pool import AvgPoolNd, MaxPoolNd, avg_pool, max_pool
+from ndunet.layers.registry import lookup
+from ndunet.layers.resample import UpsampleNd, upsample
+
+__all__ = [
+    "AvgPoolNd",
+    "BatchNormNd",
+    "ChannelLayerNorm",
+    "ConvNd",
+    "ConvTransposeNd",
+    "InstanceNormNd",
+    "MaxPoolNd",
+    "UpsampleNd",
+    "avg_pool",
+    "check_spatial_dims",
+    "conv",
+    "conv_transpose",
+    "lookup",
+    "max_pool",
+    "norm",
+    "upsample",
+]

@@ -1,0 +1,322 @@
+"""ConvNd / ConvTransposeNd for any spatial_dims, and the factories that pick torch's own at N <= 3."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ndunet import functional as FN
+from ndunet._validate import IntOrTuple, as_tuple, check_input
+
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+_NATIVE_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_NATIVE_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def check_spatial_dims(spatial_dims: int) -> int:
+    """Validate ``spatial_dims`` (an int >= 1)."""
+    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims < 1:
+        raise ValueError(f"spatial_dims={spatial_dims!r} must be an int >= 1")
+    return spatial_dims
+
+
+def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups={groups!r} must be a positive int")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels={in_channels} and out_channels={out_channels} must both be divisible "
+            f"by groups={groups}"
+        )
+
+
+def _conv_args(
+    n: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: IntOrTuple | str,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> tuple:
+    """Validate a convolution's arguments; returns kernel, stride, padding, dilation, pad pairs."""
+    _check_channels(in_channels, out_channels, groups)
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode={padding_mode!r} must be one of {_PADDING_MODES}")
+    kernel = as_tuple(kernel_size, n, "kernel_size", minimum=1)
+    stride_t = as_tuple(stride, n, "stride", minimum=1)
+    dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
+    padding_t = padding if isinstance(padding, str) else as_tuple(padding, n, "padding")
+    pads = FN._resolve_padding(padding_t, kernel, stride_t, dilation_t)  # checks 'same'/'valid'
+    return kernel, stride_t, padding_t, dilation_t, pads
+
+
+def _conv_transpose_args(
+    n: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+    padding_mode: str,
+) -> tuple:
+    """Validate a transposed convolution's arguments; returns the per-axis tuples."""
+    _check_channels(in_channels, out_channels, groups)
+    if padding_mode != "zeros":
+        raise ValueError(
+            f"padding_mode={padding_mode!r}: transposed convolution supports only 'zeros' "
+            "(as torch's ConvTranspose)"
+        )
+    kernel = as_tuple(kernel_size, n, "kernel_size", minimum=1)
+    stride_t = as_tuple(stride, n, "stride", minimum=1)
+    padding_t = as_tuple(padding, n, "padding")
+    output_padding_t = as_tuple(output_padding, n, "output_padding")
+    dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
+    for axis, (op, s, d) in enumerate(zip(output_padding_t, stride_t, dilation_t)):
+        if op >= s and op >= d:
+            raise ValueError(
+                f"output_padding={output_padding!r}: on axis {axis} it must be smaller than "
+                f"stride ({s}) or dilation ({d})"
+            )
+    return kernel, stride_t, padding_t, output_padding_t, dilation_t
+
+
+class _ConvBase(nn.Module):
+    """Parameters and initialisation shared by ConvNd and ConvTransposeNd (torch's layout and init)."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        weight_shape: tuple[int, ...],
+        out_channels: int,
+        bias: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Torch's default: Kaiming-uniform weight (a=sqrt(5)), uniform bias in +-1/sqrt(fan_in)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            if fan_in:
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(self.bias, -bound, bound)
+
+
+class ConvNd(_ConvBase):
+    """N-D convolution layer with torch's Conv{1,2,3}d signature and state dict, any spatial_dims."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        padding: IntOrTuple | str = 0,
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: PaddingMode = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        n = check_spatial_dims(spatial_dims)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding, self.dilation, self._pads = _conv_args(
+            n,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            padding_mode,
+        )
+        self.padding_mode = padding_mode
+        super().__init__(
+            n,
+            (out_channels, in_channels // groups, *self.kernel_size),
+            out_channels,
+            bias,
+            device,
+            dtype,
+        )
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_input(input, self.spatial_dims)
+        if input.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input has {input.shape[1]} channels; this layer expects in_channels="
+                f"{self.in_channels}"
+            )
+        if self.padding_mode != "zeros":
+            x = FN.pad_nd(input, self._pads, self.padding_mode)
+            return FN.conv_nd(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return FN.conv_nd(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+            f"padding_mode={self.padding_mode!r}"
+        )
+
+
+class ConvTransposeNd(_ConvBase):
+    """N-D transposed convolution with torch's ConvTranspose{1,2,3}d signature and state dict."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        padding: IntOrTuple = 0,
+        output_padding: IntOrTuple = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: IntOrTuple = 1,
+        padding_mode: Literal["zeros"] = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        n = check_spatial_dims(spatial_dims)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        (self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation) = (
+            _conv_transpose_args(
+                n,
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                output_padding,
+                groups,
+                dilation,
+                padding_mode,
+            )
+        )
+        self.padding_mode = padding_mode
+        super().__init__(
+            n,
+            (in_channels, out_channels // groups, *self.kernel_size),
+            out_channels,
+            bias,
+            device,
+            dtype,
+        )
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_input(input, self.spatial_dims)
+        if input.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input has {input.shape[1]} channels; this layer expects in_channels="
+                f"{self.in_channels}"
+            )
+        return FN.conv_transpose_nd(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"output_padding={self.output_padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, bias={self.bias is not None}"
+        )
+
+
+def conv(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    bias: bool = True,
+    padding_mode: PaddingMode = "zeros",
+    **factory: object,
+) -> nn.Module:
+    """nn.Conv{1,2,3}d for spatial_dims <= 3, else ConvNd (same parameters and state dict)."""
+    n = check_spatial_dims(spatial_dims)
+    args = (
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
+        padding_mode,
+    )
+    if n <= 3:
+        _conv_args(n, *args[:-2], padding_mode)  # ndunet's messages, before torch's
+        return _NATIVE_CONV[n](*args, **factory)
+    return ConvNd(n, *args, **factory)
+
+
+def conv_transpose(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    bias: bool = True,
+    dilation: IntOrTuple = 1,
+    **factory: object,
+) -> nn.Module:
+    """nn.ConvTranspose{1,2,3}d for spatial_dims <= 3, else ConvTransposeNd."""
+    n = check_spatial_dims(spatial_dims)
+    args = (
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        bias,
+        dilation,
+    )
+    if n <= 3:
+        _conv_transpose_args(n, *args[:-2], dilation, "zeros")
+        return _NATIVE_CONV_T[n](*args, **factory)
+    return ConvTransposeNd(n, *args, **factory)
