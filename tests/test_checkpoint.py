@@ -185,7 +185,7 @@ def test_missing_folder_and_foreign_config_errors(tmp_path):
     _save(tmp_path / "ck")
     cfg = tmp_path / "ck" / "config.json"
     cfg.write_text(json.dumps({"format": "other"}))
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
         load_checkpoint(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="format"):
         load_checkpoint(tmp_path / "ck", verify=False)
