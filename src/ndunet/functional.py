@@ -462,15 +462,16 @@ def _interp_axis(
 ) -> torch.Tensor:
     in_size = x.shape[2 + axis]
     dim = 2 + axis
-    # torch computes the coordinate map in float32 (opmath of float): do the same to match it
-    dst = torch.arange(out_size, dtype=torch.float32, device=x.device)
+    # torch computes the coordinate map in its "opmath" type (float64 for double, else float32)
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dst = torch.arange(out_size, dtype=opmath, device=x.device)
     if mode == "linear" and align_corners:
         scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
     elif scale_factor is not None:
         scale = 1.0 / scale_factor
     else:
         scale = in_size / out_size
-    scale_t = torch.tensor(scale, dtype=torch.float32)
+    scale_t = torch.tensor(scale, dtype=opmath)
     if mode == "nearest":
         idx = (dst * scale_t).floor().long().clamp(max=in_size - 1)
         return x.index_select(dim, idx)

@@ -1,0 +1,373 @@
+"""ndunet.functional against independent oracles: scipy, numpy brute force, torch at N <= 3."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.signal import correlate
+
+from ndunet import functional as FN
+
+# ---------------------------------------------------------------------------------------------
+# oracles
+# ---------------------------------------------------------------------------------------------
+
+
+def scipy_conv(x, w, bias, stride, padding, dilation, groups):
+    """Cross-correlation from scipy.signal.correlate, float64, any N (the independent reference)."""
+    x, w = x.numpy(), w.numpy()
+    n = x.ndim - 2
+    xp = np.pad(x, [(0, 0), (0, 0), *[(p, p) for p in padding]])
+    out_c, cin_g = w.shape[:2]
+    per_group = out_c // groups
+    out = None
+    for b in range(x.shape[0]):
+        for o in range(out_c):
+            g = o // per_group
+            acc = 0.0
+            for c in range(cin_g):
+                k = w[o, c]
+                kd = np.zeros([(s - 1) * d + 1 for s, d in zip(k.shape, dilation)])
+                kd[tuple(slice(None, None, d) for d in dilation)] = k
+                acc = acc + correlate(xp[b, g * cin_g + c], kd, mode="valid")
+            acc = acc[tuple(slice(None, None, s) for s in stride)]
+            if out is None:
+                out = np.zeros((x.shape[0], out_c, *acc.shape))
+            out[b, o] = acc + (0.0 if bias is None else bias[o].item())
+    assert out.ndim == n + 2
+    return torch.from_numpy(out)
+
+
+def random_conv_case(rng: np.random.Generator, n: int, max_size: int):
+    groups = int(rng.choice([1, 2]))
+    cin, cout = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+    kernel = tuple(int(v) for v in rng.integers(1, 4, n))
+    stride = tuple(int(v) for v in rng.integers(1, 3, n))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, n))
+    padding = tuple(int(v) for v in rng.integers(0, 2, n))
+    smallest = [max((k - 1) * d + 1 - 2 * p, 1) for k, d, p in zip(kernel, dilation, padding)]
+    size = tuple(int(rng.integers(lo, max(lo, max_size) + 1)) for lo in smallest)
+    x = torch.randn(2, cin, *size, dtype=torch.float64)
+    w = torch.randn(cout, cin // groups, *kernel, dtype=torch.float64)
+    b = torch.randn(cout, dtype=torch.float64)
+    return x, w, b, stride, padding, dilation, groups
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_conv_nd_matches_scipy(n: int) -> None:
+    rng = np.random.default_rng(n)
+    cases = 6 if n < 5 else 3
+    for _ in range(cases):
+        x, w, b, stride, padding, dilation, groups = random_conv_case(rng, n, 6 if n < 5 else 4)
+        ours = FN.conv_nd(x, w, b, stride, padding, dilation, groups)
+        ref = scipy_conv(x, w, b, stride, padding, dilation, groups)
+        assert ours.shape == ref.shape
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@given(
+    size=st.tuples(*[st.integers(2, 5)] * 4),
+    kernel=st.tuples(*[st.integers(1, 3)] * 4),
+    stride=st.tuples(*[st.integers(1, 2)] * 4),
+    pad=st.integers(0, 1),
+)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_conv_4d_property_scipy(size, kernel, stride, pad) -> None:
+    if any(k > s + 2 * pad for k, s in zip(kernel, size)):
+        return
+    x = torch.randn(1, 2, *size, dtype=torch.float64)
+    w = torch.randn(2, 2, *kernel, dtype=torch.float64)
+    ours = FN.conv_nd(x, w, None, stride, pad)
+    ref = scipy_conv(x, w, None, stride, (pad,) * 4, (1,) * 4, 1)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_conv_4d_embeds_torch_conv3d(position: int) -> None:
+    """A 4-D conv over a singleton axis (anywhere) is torch's conv3d over the other three."""
+    x3 = torch.randn(2, 4, 5, 6, 7, dtype=torch.float64)
+    w3 = torch.randn(6, 2, 3, 2, 3, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    ref = F.conv3d(x3, w3, b, stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2)
+    x4 = x3.unsqueeze(2 + position)
+    w4 = w3.unsqueeze(2 + position)
+    ins = lambda t, v: t[:position] + (v,) + t[position:]  # noqa: E731
+    ours = FN.conv_nd(x4, w4, b, ins((2, 1, 2), 1), ins((1, 0, 1), 0), ins((1, 2, 1), 1), 2)
+    torch.testing.assert_close(ours.squeeze(2 + position), ref)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_conv_same_padding_matches_torch() -> None:
+    x = torch.randn(1, 2, 7, 6, dtype=torch.float64)
+    w = torch.randn(3, 2, 4, 3, dtype=torch.float64)
+    ref = F.conv2d(x, w, padding="same", dilation=(1, 2))
+    torch.testing.assert_close(FN.conv_nd(x, w, padding="same", dilation=(1, 2)), ref)
+    # the same conv lifted to 4-D through two singleton axes takes the fold path
+    x4, w4 = x[:, :, None, :, None], w[:, :, None, :, None]
+    ours = FN.conv_nd(x4, w4, padding="same", dilation=(1, 1, 1, 2))
+    torch.testing.assert_close(ours[:, :, 0, :, 0], ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# transposed convolution
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_conv_transpose_is_adjoint(n: int) -> None:
+    """<conv(x), y> == <x, conv_transpose(y)> with the same weight, output_padding included."""
+    rng = np.random.default_rng(10 + n)
+    checked = 0
+    for _ in range(8 if n < 5 else 4):
+        x, w, _, stride, padding, dilation, groups = random_conv_case(rng, n, 7 if n < 5 else 5)
+        y = FN.conv_nd(x, w, None, stride, padding, dilation, groups)
+        # the output_padding that restores x's size exactly
+        out_pad = tuple(
+            s_in - ((s_out - 1) * s - 2 * p + d * (k - 1) + 1)
+            for s_in, s_out, s, p, d, k in zip(
+                x.shape[2:], y.shape[2:], stride, padding, dilation, w.shape[2:]
+            )
+        )
+        if any(op >= max(s, d) for op, s, d in zip(out_pad, stride, dilation)):
+            continue  # x not reachable by a transposed conv of this geometry
+        v = torch.randn_like(y)
+        z = FN.conv_transpose_nd(v, w, None, stride, padding, out_pad, groups, dilation)
+        assert z.shape == x.shape
+        lhs, rhs = (y * v).sum(), (x * z).sum()
+        torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-9)
+        checked += 1
+    assert checked >= 2, "too few reachable geometries drawn"
+
+
+@pytest.mark.parametrize("position", [0, 2, 3])
+def test_conv_transpose_4d_embeds_torch(position: int) -> None:
+    x3 = torch.randn(2, 4, 3, 4, 5, dtype=torch.float64)
+    w3 = torch.randn(4, 3, 3, 2, 2, dtype=torch.float64)  # (in, out/groups, *k)
+    b = torch.randn(6, dtype=torch.float64)
+    kw = {
+        "stride": (2, 3, 2),
+        "padding": (1, 0, 1),
+        "output_padding": (1, 2, 0),
+        "dilation": (1, 1, 2),
+    }
+    ref = F.conv_transpose3d(x3, w3, b, groups=2, **kw)
+    ins = lambda t, v: t[:position] + (v,) + t[position:]  # noqa: E731
+    kw4 = {
+        "stride": ins(kw["stride"], 1),
+        "padding": ins(kw["padding"], 0),
+        "output_padding": ins(kw["output_padding"], 0),
+        "dilation": ins(kw["dilation"], 1),
+    }
+    ours = FN.conv_transpose_nd(
+        x3.unsqueeze(2 + position), w3.unsqueeze(2 + position), b, groups=2, **kw4
+    )
+    torch.testing.assert_close(ours.squeeze(2 + position), ref)
+
+
+def test_conv_transpose_unet_geometry_4d() -> None:
+    """kernel 2 / stride 2 (interleave path) equals the general scatter path and the adjoint."""
+    x = torch.randn(1, 3, 3, 2, 3, 2, dtype=torch.float64)
+    w = torch.randn(3, 2, 2, 2, 2, 2, dtype=torch.float64)
+    up = FN.conv_transpose_nd(x, w, stride=2)
+    assert up.shape == (1, 2, 6, 4, 6, 4)
+    v = torch.randn(1, 2, 6, 4, 6, 4, dtype=torch.float64)
+    torch.testing.assert_close((up * v).sum(), (x * FN.conv_nd(v, w, stride=2)).sum())
+
+
+def test_gradcheck_4d() -> None:
+    x = torch.randn(1, 2, 3, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 2, 2, 1, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: FN.conv_nd(x, w, b, stride=(1, 2, 1, 1), padding=1, groups=2), (x, w, b)
+    )
+    wt = torch.randn(2, 1, 2, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: FN.conv_transpose_nd(
+            x, w, b, stride=(2, 1, 2, 1), padding=(1, 0, 0, 0), output_padding=(1, 0, 0, 0)
+        ),
+        (x, wt, torch.randn(1, dtype=torch.float64, requires_grad=True)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------------------------
+
+
+def brute_pool(x, kernel, stride, padding, dilation, op, count_include_pad=True):
+    """Every window enumerated explicitly with numpy (padding as -inf for max, 0 for mean)."""
+    x = x.numpy()
+    n = x.ndim - 2
+    fill = -np.inf if op == "max" else 0.0
+    xp = np.pad(x, [(0, 0), (0, 0), *[(p, p) for p in padding]], constant_values=fill)
+    valid = np.pad(np.ones(x.shape[2:]), [(p, p) for p in padding])
+    outs = [
+        (xp.shape[2 + i] - (kernel[i] - 1) * dilation[i] - 1) // stride[i] + 1 for i in range(n)
+    ]
+    out = np.zeros((*x.shape[:2], *outs))
+    for pos in itertools.product(*[range(o) for o in outs]):
+        sl = tuple(
+            slice(p * s, p * s + (k - 1) * d + 1, d)
+            for p, s, k, d in zip(pos, stride, kernel, dilation)
+        )
+        win = xp[(slice(None), slice(None), *sl)].reshape(*x.shape[:2], -1)
+        if op == "max":
+            out[(slice(None), slice(None), *pos)] = win.max(-1)
+        else:
+            div = np.prod(kernel) if count_include_pad else valid[sl].sum()
+            out[(slice(None), slice(None), *pos)] = win.sum(-1) / div
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_pools_match_brute_force(n: int) -> None:
+    rng = np.random.default_rng(20 + n)
+    for _ in range(4):
+        kernel = tuple(int(v) for v in rng.integers(1, 4, n))
+        stride = tuple(int(v) for v in rng.integers(1, 3, n))
+        padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        size = tuple(int(rng.integers(k, k + 4)) for k in kernel)
+        x = torch.randn(2, 3, *size, dtype=torch.float64)
+        torch.testing.assert_close(
+            FN.max_pool_nd(x, kernel, stride, padding),
+            brute_pool(x, kernel, stride, padding, (1,) * n, "max"),
+        )
+        for cip in (True, False):
+            torch.testing.assert_close(
+                FN.avg_pool_nd(x, kernel, stride, padding, count_include_pad=cip),
+                brute_pool(x, kernel, stride, padding, (1,) * n, "avg", cip),
+            )
+
+
+def test_max_pool_dilation_4d() -> None:
+    x = torch.randn(1, 2, 7, 5, 6, 5, dtype=torch.float64)
+    ours = FN.max_pool_nd(x, (3, 2, 2, 2), (2, 1, 2, 1), (1, 1, 0, 1), (2, 1, 2, 1))
+    ref = brute_pool(x, (3, 2, 2, 2), (2, 1, 2, 1), (1, 1, 0, 1), (2, 1, 2, 1), "max")
+    torch.testing.assert_close(ours, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# interpolation and padding
+# ---------------------------------------------------------------------------------------------
+
+
+def axis_map(in_size, out_size, scale_factor, mode, align_corners):
+    """Per-axis source coordinates and weights from torch's documented coordinate mapping."""
+    dst = np.arange(out_size, dtype=np.float64)  # float64 inputs: torch maps in float64 too
+    if mode == "linear" and align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        scale = 1.0 / scale_factor if scale_factor else in_size / out_size
+    if mode == "nearest":
+        return [(np.minimum(np.floor(dst * scale), in_size - 1).astype(int), np.ones(out_size))]
+    src = dst * scale if align_corners else np.maximum((dst + 0.5) * scale - 0.5, 0)
+    i0 = np.minimum(np.floor(src).astype(int), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    lam = src - i0
+    return [(i0, 1 - lam), (i1, lam)]
+
+
+def brute_interpolate(x, sizes, scales, mode, align_corners):
+    """Sum over all 2^N corners with product weights, point by point (no separability used)."""
+    x = x.numpy()
+    maps = [
+        axis_map(x.shape[2 + i], sizes[i], scales[i], mode, align_corners)
+        for i in range(len(sizes))
+    ]
+    out = np.zeros((*x.shape[:2], *sizes))
+    for pos in itertools.product(*[range(s) for s in sizes]):
+        acc = 0.0
+        for corner in itertools.product(*maps):
+            idx = tuple(c[0][p] for c, p in zip(corner, pos))
+            wgt = np.prod([c[1][p] for c, p in zip(corner, pos)])
+            acc = acc + wgt * x[(slice(None), slice(None), *idx)]
+        out[(slice(None), slice(None), *pos)] = acc
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "linear"])
+@pytest.mark.parametrize("align_corners", [None, True])
+def test_separable_interpolation_matches_torch(n, mode, align_corners) -> None:
+    if align_corners and mode != "linear":
+        return
+    x = torch.randn(2, 3, *[5, 4, 6][:n], dtype=torch.float64)
+    torch_mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[n] if mode == "linear" else mode
+    for size, scale in (([7, 3, 11][:n], None), (None, [2.0, 1.5, 0.5][:n])):
+        kw = {"size": size} if size else {"scale_factor": scale}
+        ref = F.interpolate(x, mode=torch_mode, align_corners=align_corners, **kw)
+        sizes = tuple(ref.shape[2:])
+        scales = (None,) * n if size else tuple(scale)
+        ours = FN._interpolate_separable(x, sizes, scales, mode, bool(align_corners))
+        torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_interpolate_4d_matches_pointwise_formula(mode, align_corners) -> None:
+    if align_corners and mode != "linear":
+        return
+    x = torch.randn(1, 2, 3, 4, 2, 3, dtype=torch.float64)
+    ac = align_corners if mode == "linear" else None
+    ours = FN.interpolate_nd(x, size=(5, 3, 4, 6), mode=mode, align_corners=ac)
+    ref = brute_interpolate(x, (5, 3, 4, 6), (None,) * 4, mode, align_corners)
+    torch.testing.assert_close(ours, ref)
+    ours = FN.interpolate_nd(x, scale_factor=2, mode=mode, align_corners=ac)
+    ref = brute_interpolate(x, (6, 8, 4, 6), (2.0,) * 4, mode, align_corners)
+    torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize(
+    "mode,np_mode", [("reflect", "reflect"), ("replicate", "edge"), ("circular", "wrap")]
+)
+@pytest.mark.parametrize("n", [1, 4])
+def test_pad_nd_matches_numpy(mode, np_mode, n) -> None:
+    x = torch.randn(2, 3, *[4, 3, 5, 3][:n], dtype=torch.float64)
+    pads = [(1, 2), (2, 0), (0, 3), (2, 2)][:n]
+    ref = np.pad(x.numpy(), [(0, 0), (0, 0), *pads], mode=np_mode)
+    torch.testing.assert_close(FN.pad_nd(x, pads, mode), torch.from_numpy(ref))
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: clear errors before any compute
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda x, w: FN.conv_nd(x, w, stride=(1, 2)), r"stride=\(1, 2\) has 2 entries"),
+        (lambda x, w: FN.conv_nd(x, w, padding=-1), r"padding=-1"),
+        (lambda x, w: FN.conv_nd(x[..., :1, :1], w), r"kernel size 3 .* larger than the padded"),
+        (lambda x, w: FN.conv_nd(x, w, groups=3), r"groups=3"),
+        (lambda x, w: FN.conv_nd(x[0], w), r"weight has shape"),
+        (lambda x, w: FN.conv_nd(x, w, stride=0), r"stride=0"),
+        (lambda x, w: FN.conv_nd(x, w, padding="same", stride=2), r"padding='same' needs stride=1"),
+        (lambda x, w: FN.max_pool_nd(x, 2, padding=2), r"padding=2.*half"),
+        (lambda x, w: FN.max_pool_nd(x, 9), r"kernel_size=9"),
+        (lambda x, w: FN.interpolate_nd(x, size=3, scale_factor=2), r"exactly one of size"),
+        (lambda x, w: FN.interpolate_nd(x, size=(2, 2, 2)), r"size=\(2, 2, 2\)"),
+        (lambda x, w: FN.interpolate_nd(x, size=2, mode="cubic"), r"mode='cubic'"),
+        (
+            lambda x, w: FN.conv_transpose_nd(x, w.transpose(0, 1), output_padding=1),
+            r"output_padding=1",
+        ),
+    ],
+)
+def test_bad_input_messages(call, match) -> None:
+    x = torch.randn(1, 2, 5, 4, 3, 4)
+    w = torch.randn(4, 2, 3, 3, 3, 3)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(x, w)
