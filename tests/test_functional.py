@@ -102,7 +102,7 @@ def test_conv_4d_embeds_torch_conv3d(position: int) -> None:
     ref = F.conv3d(x3, w3, b, stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2)
     x4 = x3.unsqueeze(2 + position)
     w4 = w3.unsqueeze(2 + position)
-    ins = lambda t, v: t[:position] + (v,) + t[position:]  # noqa: E731
+    ins = lambda t, v: (*t[:position], v, *t[position:])  # noqa: E731
     ours = FN.conv_nd(x4, w4, b, ins((2, 1, 2), 1), ins((1, 0, 1), 0), ins((1, 2, 1), 1), 2)
     torch.testing.assert_close(ours.squeeze(2 + position), ref)
 
@@ -162,7 +162,7 @@ def test_conv_transpose_4d_embeds_torch(position: int) -> None:
         "dilation": (1, 1, 2),
     }
     ref = F.conv_transpose3d(x3, w3, b, groups=2, **kw)
-    ins = lambda t, v: t[:position] + (v,) + t[position:]  # noqa: E731
+    ins = lambda t, v: (*t[:position], v, *t[position:])  # noqa: E731
     kw4 = {
         "stride": ins(kw["stride"], 1),
         "padding": ins(kw["padding"], 0),
