@@ -47,9 +47,15 @@ def _build_model(ck: Checkpoint) -> nn.Module:
         raise CheckpointError(
             f"checkpoint {str(ck.path)!r}: unknown model type {entry.get('type')!r}; known: UNet"
         )
-    from ndunet.unet import UNet, UNetConfig
+    cfg = entry["config"]
+    if cfg.get("custom_in_layer") or cfg.get("custom_out_layer"):
+        raise CheckpointError(
+            f"checkpoint {str(ck.path)!r}: the UNet was built with custom in/out layers, which the "
+            "config cannot rebuild; build the model yourself and load model_state into it"
+        )
+    from ndunet.unet import UNet
 
-    return UNet.from_config(UNetConfig.from_dict(entry["config"]))
+    return UNet.from_config(cfg)
 
 
 def load_pipeline(path: str | Path, which: Literal["last", "best"] = "last") -> Pipeline:

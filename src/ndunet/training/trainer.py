@@ -222,6 +222,7 @@ class Trainer:
         self.log.open_csv(self.step if resume_from is not None else None)
         self.log.bars(cfg.epochs, self.epoch)
         self._t0 = time.perf_counter() - self._elapsed
+        self._last_plot = time.perf_counter()
         summary: dict[str, float] = {}
         try:
             while self.epoch < cfg.epochs and not self._reached_max_steps():
@@ -244,6 +245,8 @@ class Trainer:
                     self._save(["last"])  # stopped mid-epoch: resumable from here
                     break
                 summary = self._end_epoch()
+            if self.dist.is_main:
+                self.log.plot()
         finally:
             self.log.close()
         D.barrier(self.dist)
@@ -327,9 +330,10 @@ class Trainer:
 
     def _non_finite(self, value: float) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        where = (
-            f"step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch} of the epoch)"
-        )
+        first = self.batch_in_epoch + 1  # 1-based, like the step column of log.csv
+        accum = self.config.grad_accum
+        batches = f"batch {first}" if accum == 1 else f"batches {first}-{first + accum - 1}"
+        where = f"step {self.step + 1} (epoch {self.epoch + 1}, {batches} of the epoch)"
         if self.config.nan_policy == "skip":
             self._skipped += 1
             logger.warning(
@@ -397,8 +401,9 @@ class Trainer:
         self._save(names)
         self._prune_epochs()
         self.on_epoch_end(self.epoch)
-        if self.dist.is_main:
+        if self.dist.is_main and time.perf_counter() - self._last_plot > 30:  # matplotlib is slow
             self.log.plot()
+            self._last_plot = time.perf_counter()
         shown = {k: f"{v:.4g}" for k, v in summary.items() if k != "lr"}
         logger.info(
             "epoch %d/%d: %s",
