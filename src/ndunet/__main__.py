@@ -1,0 +1,8 @@
+"""``python -m ndunet``: the same as the ``ndunet`` command."""
+
+import sys
+
+from ndunet.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""The ``ndunet`` command (also ``python -m ndunet``): demo, train, sample, summary.
+
+User mistakes (a bad config, a run folder that is not empty, a missing checkpoint) end with one
+message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ndunet.config import ConfigError, RunConfig, build_section, load_config
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user mistake outside the config file (printed without a traceback, exit code 2)."""
+
+
+# ----- building a run from its config ----------------------------------------------------------
+
+
+def build_datasets(cfg: RunConfig) -> dict[str, Any]:
+    """The dataset splits the run uses: train, and val / test when enabled (empty ones dropped)."""
+    from ndunet.data import load_dataset
+
+    splits = ["train"]
+    if cfg.task.validate:
+        splits.append("val")
+    if cfg.task.type == "supervised" and cfg.task.test:
+        splits.append("test")
+    out = {}
+    for split in splits:
+        try:
+            data = load_dataset(cfg.data.name, split=split, **cfg.data.options)
+        except (ValueError, TypeError, OSError) as e:
+            raise ConfigError(cfg.source, "data", str(e)) from None
+        if len(data) or split == "train":
+            out[split] = data
+    if not len(out["train"]):
+        raise ConfigError(cfg.source, "data", "the train split is empty; lower val/test_fraction")
+    return out
+
+
+def build_model(cfg: RunConfig, data: Any) -> Any:
+    """The UNet of [model], with spatial_dims, channels and classes filled from the data."""
+    from ndunet.unet import UNet, UNetConfig
+
+    values = dict(cfg.model)
+    values.setdefault("spatial_dims", data.spatial_dims)
+    values.setdefault("in_channels", data.in_channels)
+    if cfg.task.type == "diffusion":
+        values.setdefault("out_channels", data.in_channels)
+        values.setdefault("time_embedding", True)
+        if cfg.task.conditional:
+            if data.task != "classification" or not data.num_classes:
+                raise ConfigError(
+                    cfg.source,
+                    "task.conditional",
+                    f"needs class labels, but dataset {cfg.data.name!r} is a {data.task} dataset",
+                )
+            values.setdefault("num_classes", data.num_classes)
+    else:
+        if data.out_channels is None:
+            raise ConfigError(
+                cfg.source, "data", f"dataset {cfg.data.name!r} has no targets to learn"
+            )
+        values.setdefault("out_channels", data.out_channels)
+    unet = UNet.from_config(build_section(cfg.source, "model", UNetConfig, values))
+    if cfg.task.type == "supervised" and cfg.task.head == "pooled":
+        return pooled_head(unet)
+    return unet
+
+
+def pooled_head(unet: Any) -> Any:
+    """``unet`` followed by the mean over every spatial axis: (B, K, *spatial) -> (B, K) logits,
+    the classification head of the seed project's MNIST example."""
+    from torch import Tensor, nn
+
+    class GlobalMean(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x.flatten(2).mean(-1)  # (B, K, prod(spatial)) -> (B, K)
+
+    return nn.Sequential(unet, GlobalMean())
+
+
+def _supervised_defaults(cfg: RunConfig, data: Any) -> dict[str, Any]:
+    """Loss and metrics for the data's task when [trainer] names none."""
+    if cfg.task.head == "pooled" or data.task == "classification":
+        return {"loss": "cross_entropy", "metrics": ["accuracy"]}
+    if data.task == "segmentation":
+        return {"loss": "dice_ce", "metrics": ["dice", "iou"]}
+    return {"loss": "mse", "metrics": ["psnr"]}
+
+
+def build_trainer(cfg: RunConfig, out_dir: Path, resume: bool) -> tuple[Any, dict[str, Any]]:
+    """(trainer, datasets) for the run described by ``cfg``."""
+    datasets = build_datasets(cfg)
+    train = datasets["train"]
+    model = build_model(cfg, train)
+    settings = {**cfg.trainer, "out_dir": str(out_dir), "resume": resume}
+    val = datasets.get("val")
+    if cfg.task.type == "diffusion":
+        from ndunet.diffusion import Diffusion
+        from ndunet.training import DiffusionTrainer
+
+        try:
+            module = Diffusion(model, **cfg.diffusion)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(cfg.source, "diffusion", str(e)) from None
+        trainer_cls: Any = DiffusionTrainer
+    else:
+        from ndunet.training import SupervisedTrainer
+
+        module, trainer_cls = model, SupervisedTrainer
+        settings = {**_supervised_defaults(cfg, train), **settings}
+    try:
+        return trainer_cls(module, train, val, **settings), datasets
+    except (ValueError, TypeError) as e:
+        raise ConfigError(cfg.source, "trainer", str(e)) from None
+
+
+# ----- commands --------------------------------------------------------------------------------
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    out_dir = Path(args.out or cfg.trainer.get("out_dir") or Path("runs") / Path(args.config).stem)
+    if args.quiet:
+        cfg.trainer["progress"] = False
+    trainer, datasets = build_trainer(cfg, out_dir, args.resume)
+    summary = trainer.fit()
+    main = _is_main_process()
+    if main:
+        (out_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    results: dict[str, Any] = {"train": {"steps": trainer.step, **summary}}
+    if "test" in datasets:  # every rank evaluates (a collective); rank 0 writes
+        results["test"] = trainer.evaluate(datasets["test"])
+        if main:
+            (out_dir / "test_metrics.json").write_text(json.dumps(results["test"], indent=2))
+    if cfg.task.type == "diffusion" and main:
+        from ndunet.viz import save_samples
+
+        n = trainer.config.sample_n
+        x = trainer.sample(n)
+        nrow = trainer.num_classes if trainer.num_classes and n >= trainer.num_classes else None
+        save_samples(x.float().cpu(), out_dir / "samples.png", nrow=nrow)
+    if main:
+        shown = {k: {m: round(v, 5) for m, v in r.items()} for k, r in results.items()}
+        print(f"finished: {json.dumps(shown)}")
+        _print_outputs(out_dir)
+    return 0
+
+
+def _print_outputs(out_dir: Path) -> None:
+    print(f"run folder: {out_dir.resolve()}")
+    for name in ("checkpoints", "log.csv", "loss.png", "samples.png", "test_metrics.json"):
+        if (out_dir / name).exists():
+            print(f"  {name:<18} {(out_dir / name).resolve()}")
+
+
+def _free_path(stem: str, suffix: str) -> Path:
+    """``stem.suffix``, or ``stem-2.suffix``, ... : the first name not taken (nothing overwritten)."""
+    path, i = Path(stem + suffix), 2
+    while path.exists():
+        path, i = Path(f"{stem}-{i}{suffix}"), i + 1
+    return path
+
+
+def _parse_labels(items: Sequence[str] | None, n: int, num_classes: int | None) -> Any:
+    import torch
+
+    if num_classes is None:
+        if items:
+            raise UsageError("--labels: this model is not class-conditional (num_classes is None)")
+        return None
+    if not items:
+        return torch.arange(n) % num_classes  # cycles 0, 1, ..., num_classes - 1
+    words = [w for item in items for w in item.replace(",", " ").split()]
+    try:
+        labels = [int(w) for w in words]
+    except ValueError:
+        raise UsageError(f"--labels {' '.join(items)}: expected integers") from None
+    bad = [v for v in labels if not 0 <= v < num_classes]
+    if bad:
+        raise UsageError(
+            f"--labels: {bad} outside 0..{num_classes - 1} (num_classes={num_classes})"
+        )
+    return torch.tensor(labels).repeat((n + len(labels) - 1) // len(labels))[:n]
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ndunet.training import load_checkpoint, load_pipeline
+    from ndunet.viz import save_samples
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    if not Path(args.run).exists():
+        raise UsageError(f"{args.run!r} does not exist; give a run folder or a checkpoint folder")
+    out = Path(args.out) if args.out else _free_path("samples", ".png")
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise UsageError(f"--out {str(out)!r}: the file must end in .png or .npy")
+    if out.exists():
+        raise UsageError(f"--out {str(out)!r} exists; ndunet never overwrites files")
+    if args.n < 1 or args.steps < 1:
+        raise UsageError(f"--n {args.n} and --steps {args.steps} must be >= 1")
+    pipe = load_pipeline(args.run, which=args.which)
+    if pipe.diffusion is None:
+        raise UsageError(
+            f"{args.run!r} is a {pipe.config.get('task')} run; sampling needs diffusion"
+        )
+    if args.shape:
+        shape = tuple(int(s) for s in args.shape.replace("x", ",").split(","))
+    else:
+        state = load_checkpoint(pipe.path).trainer_state()
+        if not state.get("sample_shape"):
+            raise UsageError("the checkpoint does not record the data shape; pass --shape C,H,W")
+        shape = tuple(state["sample_shape"])
+    num_classes = pipe.diffusion.num_classes
+    labels = _parse_labels(args.labels, args.n, num_classes)
+    guidance = args.guidance
+    if guidance is None:
+        guidance = float(pipe.config.get("trainer", {}).get("guidance_scale", 1.0))
+        guidance = guidance if num_classes else 1.0
+    model = pipe.model if args.no_ema else pipe.sampling_model
+    x = pipe.diffusion.sample(
+        args.n,
+        shape,
+        steps=args.steps,
+        sampler=args.sampler,
+        guidance_scale=guidance,
+        y=labels,
+        generator=torch.Generator().manual_seed(args.seed),
+        progress=True,
+        model=model,
+    )
+    x = x.float().clamp(-1, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        np.save(out, x.numpy())
+    else:
+        nrow = num_classes if num_classes and not args.labels and args.n >= num_classes else None
+        save_samples(x, out, nrow=nrow)
+    print(f"{args.n} samples {tuple(shape)} from {pipe.path} -> {out.resolve()}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ndunet.summary import summary
+
+    cfg = load_config(args.config, args.set)
+    data = build_datasets(cfg)["train"]
+    model = build_model(cfg, data)
+    print(summary(model, (1, *data.x.shape[1:]), verbose=False))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ndunet.demo import run_demo
+
+    run_demo(
+        out=args.out,
+        minutes=args.minutes,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+# ----- argument parsing ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ndunet import __version__
+
+    p = argparse.ArgumentParser(
+        prog="ndunet",
+        description="U-Nets and denoising diffusion for data of any number of spatial dimensions.",
+    )
+    p.add_argument("--version", action="version", version=f"ndunet {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser(
+        "demo",
+        help="train a diffusion U-Net on the embedded digits (CPU, a few minutes)",
+        description="Train a class-conditional diffusion U-Net on scikit-learn's embedded 8x8 "
+        "digits within a wall-clock budget, then write samples.png, samples.npy, denoising.png, "
+        "loss.png, log.csv, eval.json and checkpoints/ into the output folder. An existing "
+        "non-empty --out is refused (nothing is overwritten or deleted); without --out the "
+        "first free folder among ./ndunet-demo, ./ndunet-demo-2, ... is used.",
+    )
+    d.add_argument("--out", help="output folder (default: ./ndunet-demo, or -2, -3, ... if taken)")
+    d.add_argument("--minutes", type=float, default=4.5, help="total budget (default 4.5)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser(
+        "train",
+        help="train from a TOML/JSON config (supervised or diffusion)",
+        description="Train the model a config describes. Sections: [task] (type = 'diffusion' "
+        "or 'supervised', conditional, validate, test, head), [data] (name = digits | faces | "
+        "blobs | arrays | images, plus that dataset's options), [model] (UNet options; "
+        "spatial_dims and channels default to the data's), [diffusion] (Diffusion options) and "
+        "[trainer] (TrainerConfig). Works under torchrun --nproc_per_node=N.",
+        epilog="example: ndunet train cfg.toml --set model.channels=[32,64] --set trainer.lr=1e-3",
+    )
+    t.add_argument("config", help="a .toml or .json run config")
+    t.add_argument("--out", help="run folder (default: trainer.out_dir, else runs/<config name>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_set(t)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser(
+        "sample",
+        help="generate samples from a diffusion run or checkpoint",
+        description="Sample from a trained diffusion run folder (its checkpoints/last, or "
+        "--which best) or a checkpoint folder, with the EMA weights when the run kept them.",
+    )
+    s.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder or checkpoint folder")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    s.add_argument(
+        "--sampler", default="ddim", choices=["ddim", "ddpm", "dpm++2m"], help="default ddim"
+    )
+    s.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the run's trainer.guidance_scale)",
+    )
+    s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
+    s.add_argument("--out", help="FILE.png (grid) or FILE.npy (array); default ./samples.png")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--shape", help="sample shape C,H,W,... (default: the training data's)")
+    s.add_argument("--which", choices=["last", "best"], default="last", help="run checkpoint")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    s.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    s.set_defaults(func=cmd_sample)
+
+    m = sub.add_parser(
+        "summary",
+        help="print a config's model table and parameter count",
+        description="Build the config's model (no training) and print its per-layer table.",
+    )
+    m.add_argument("config", help="a .toml or .json run config")
+    _add_set(m)
+    m.set_defaults(func=cmd_summary)
+    return p
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set trainer.lr=1e-3 (repeatable)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ndunet`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from ndunet.training import CheckpointError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"ndunet {args.command}: config error: {e}", file=sys.stderr)
+    except (UsageError, CheckpointError, FileExistsError) as e:
+        hint = " (ndunet train: --resume)" if "resume=True" in str(e) else ""
+        print(f"ndunet {args.command}: {e}{hint}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"ndunet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
