@@ -98,21 +98,24 @@ def main() -> None:
     p.add_argument("--save-every-steps", type=int, default=1)
     p.add_argument("--ema-decay", type=float, default=0.0)
     p.add_argument("--scheduler", default="cosine")
+    p.add_argument(
+        "--then-resume-to", type=int, default=0, help="then resume in-process to N epochs"
+    )
     a = p.parse_args()
     torch.set_num_threads(1)
-    run(
-        a.out_dir,
-        resume=a.resume,
+    kw = dict(
         n=a.samples,
         noise=a.noise,
         dropout=a.dropout,
         batch_size=a.batch_size,
         grad_accum=a.grad_accum,
-        epochs=a.epochs,
         save_every_steps=a.save_every_steps,
         ema_decay=a.ema_decay,
         scheduler=a.scheduler,
     )
+    run(a.out_dir, resume=a.resume, epochs=a.epochs, **kw)
+    if a.then_resume_to:
+        run(a.out_dir, resume=True, epochs=a.then_resume_to, **kw)
 
 
 if __name__ == "__main__":

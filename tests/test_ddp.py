@@ -56,9 +56,11 @@ def test_ddp_two_processes_match_single_process_at_same_global_batch(tmp_path):
         "--scheduler",
         "constant",
     ]
-    # 1 epoch, then resumed for a 2nd (constant lr, so the split does not change the schedule)
-    _torchrun(tmp_path / "ddp", "--batch-size", "4", "--epochs", "1", *common)
-    _torchrun(tmp_path / "ddp", "--batch-size", "4", "--epochs", "2", "--resume", *common)
+    # 1 epoch, then (same processes, a new trainer) resumed for a 2nd; constant lr, so the
+    # split into two fits does not change the schedule
+    _torchrun(
+        tmp_path / "ddp", "--batch-size", "4", "--epochs", "1", "--then-resume-to", "2", *common
+    )
     single = script.run(
         tmp_path / "single",
         noise=0.0,

@@ -71,7 +71,9 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_value: float | None = None
         self.history: list[dict[str, float]] = []
-        self.timings = {"data": 0.0, "step": 0.0, "checkpoint": 0.0, "eval": 0.0}
+        # seconds spent: the whole epoch loop, and within it waiting for data, optimizer steps,
+        # checkpoints, evaluation, plots (read by benchmarks/trainer_overhead.py)
+        self.timings = dict.fromkeys(("loop", "data", "step", "checkpoint", "eval", "plot"), 0.0)
         self._ready = False
         self.ema: nn.Module | None = None
         self.sample_shape: tuple[int, ...] | None = None
@@ -224,6 +226,7 @@ class Trainer:
         self._t0 = time.perf_counter() - self._elapsed
         self._last_plot = time.perf_counter()
         summary: dict[str, float] = {}
+        t_loop = time.perf_counter()
         try:
             while self.epoch < cfg.epochs and not self._reached_max_steps():
                 rng_after_iter = self._rng if resume_from is not None else None
@@ -245,6 +248,7 @@ class Trainer:
                     self._save(["last"])  # stopped mid-epoch: resumable from here
                     break
                 summary = self._end_epoch()
+            self.timings["loop"] += time.perf_counter() - t_loop
             if self.dist.is_main:
                 self.log.plot()
         finally:
@@ -297,6 +301,7 @@ class Trainer:
         sizes = [len(x) for x, _ in batches]
         total = sum(sizes)
         opt.zero_grad(set_to_none=True)
+        single = len(batches) == 1
         loss_sum = torch.zeros((), device=self.device)
         for i, (x, y) in enumerate(batches):
             x = x.to(self.device, non_blocking=True)
@@ -307,8 +312,9 @@ class Trainer:
                 with self._autocast():
                     loss, _ = self.compute_loss(self.ddp, x, y)
                 weight = sizes[i] / total  # sample-weighted: accumulation equals one big batch
-                self.scaler.scale(loss * weight).backward()
-            loss_sum += loss.detach().float() * weight
+                self.scaler.scale(loss if single else loss * weight).backward()
+            part = loss.detach().float()
+            loss_sum = part if single else loss_sum + part * weight
         if self.dist.enabled:  # global mean, and a NaN on any rank is seen by all
             loss_sum = (
                 D.all_reduce_sum([loss_sum], self.dist, self.device)[0] / self.dist.world_size
@@ -378,6 +384,7 @@ class Trainer:
 
     def _end_epoch(self) -> dict[str, float]:
         cfg = self.config
+        t = time.perf_counter()
         epoch_loss = self._epoch_loss / max(1, self._epoch_batches_n)
         if self.dist.enabled:
             epoch_loss = (
@@ -404,6 +411,7 @@ class Trainer:
         if self.dist.is_main and time.perf_counter() - self._last_plot > 30:  # matplotlib is slow
             self.log.plot()
             self._last_plot = time.perf_counter()
+            self.timings["plot"] += self._last_plot - t
         shown = {k: f"{v:.4g}" for k, v in summary.items() if k != "lr"}
         logger.info(
             "epoch %d/%d: %s",
