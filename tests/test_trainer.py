@@ -171,6 +171,29 @@ def test_run_folder_is_never_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match="no checkpoint"):
         SupervisedTrainer(mlp(), (x, y), out_dir=str(other), resume=True, **QUIET).fit()
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    # a run killed before its first checkpoint left only its start-up files: resume starts over
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    (killed / "log.csv").write_text("step,epoch,loss,lr,wall_time\n1,1,9.0,0.1,0.5\n")
+    tr = SupervisedTrainer(
+        mlp(),
+        (x, y),
+        out_dir=str(killed),
+        resume=True,
+        epochs=1,
+        batch_size=8,
+        log_every_steps=1,
+        **QUIET,
+    )
+    tr.fit()
+    rows = (killed / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss") and [r.split(",")[0] for r in rows[1:]] == [
+        "1",
+        "2",
+        "3",
+    ]
+    assert json.loads((killed / "config.json").read_text())["trainer"]["epochs"] == 1
 
 
 def test_run_folder_contents(tmp_path):

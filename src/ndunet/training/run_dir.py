@@ -5,6 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ndunet.training.checkpoint import CheckpointError, verify_checkpoint
+from ndunet.training.logging import logger
+
+# What fit() creates before the first checkpoint exists (resume=True may start over on these).
+STARTUP_FILES = {
+    "config.json",
+    "log.csv",
+    "train.log",
+    "tensorboard",
+    "checkpoints",
+    "loss.png",
+    "samples",
+}
 
 
 def _has_checkpoint(ckpt_dir: Path) -> bool:
@@ -13,7 +25,8 @@ def _has_checkpoint(ckpt_dir: Path) -> bool:
 
 def check_run_dir(out_dir: Path, resume: bool) -> Path | None:
     """Decide how a run may use `out_dir`. Returns the checkpoint to resume from, or None for a
-    fresh run. Raises FileExistsError for a non-empty folder that cannot be resumed, and
+    fresh run (with resume=True also when the folder holds only STARTUP_FILES and no
+    checkpoint: a run killed before its first checkpoint starts over). Raises FileExistsError for a non-empty folder that cannot be resumed, and
     CheckpointError for a damaged checkpoint (never falls back to starting over)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"out_dir={str(out_dir)!r} exists and is a file, not a folder")
@@ -27,6 +40,12 @@ def check_run_dir(out_dir: Path, resume: bool) -> Path | None:
             "a run folder: pass resume=True to continue that run, or choose a new out_dir."
         )
     ckpt_dir = out_dir / "checkpoints"
+    if not _has_checkpoint(ckpt_dir) and set(entries) <= STARTUP_FILES:
+        # a run killed before its first checkpoint: only what fit() writes at start is there
+        logger.warning(
+            "out_dir=%r holds a run that never reached a checkpoint: starting it over", str(out_dir)
+        )
+        return None
     if not _has_checkpoint(ckpt_dir):
         raise FileExistsError(
             f"resume=True but out_dir={str(out_dir)!r} holds no checkpoint (checkpoints/last) to "

@@ -221,7 +221,8 @@ class Trainer:
                 self.epoch,
                 self.batch_in_epoch,
             )
-        self.log.open_csv(self.step if resume_from is not None else None)
+        restart = resume_from is None and (self.out_dir / "log.csv").exists()  # see check_run_dir
+        self.log.open_csv(self.step if resume_from is not None or restart else None)
         self.log.bars(cfg.epochs, self.epoch)
         self._t0 = time.perf_counter() - self._elapsed
         self._last_plot = time.perf_counter()
@@ -523,6 +524,8 @@ class Trainer:
         import shutil
 
         ckpt = self.out_dir / "checkpoints"
-        epochs = sorted(p for p in ckpt.glob("epoch-*") if p.is_dir())
+        epochs = sorted(
+            (p for p in ckpt.glob("epoch-*") if p.is_dir()), key=lambda p: int(p.name[6:])
+        )
         for p in epochs[: max(0, len(epochs) - self.config.keep_last)]:
             shutil.rmtree(p)
