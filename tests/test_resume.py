@@ -129,3 +129,52 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     script.run(run, resume=True, ema_decay=0.0)
     _assert_same_checkpoint(ref_dir / "checkpoints" / "last", run / "checkpoints" / "last")
     assert not list((run / "checkpoints").glob(".*"))  # no temp/old folders left behind
+
+
+class _CrashingImages(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, crash_at: int = 0) -> None:
+        self.x, self.calls, self.crash_at = x, 0, crash_at
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise RuntimeError("simulated crash while loading")
+        return self.x[i]
+
+
+def test_diffusion_trainer_resume_with_ema_is_bit_identical(tmp_path):
+    """Diffusion draws t and noise from the global RNG every step, and keeps an EMA."""
+    from ndunet.diffusion import Diffusion
+    from ndunet.training import DiffusionTrainer
+    from test_trainer import TinyDenoiser
+
+    x = torch.rand(24, 1, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def go(out, crash_at=0, resume=False):
+        torch.manual_seed(0)
+        diffusion = Diffusion(TinyDenoiser(1), timesteps=50)
+        tr = DiffusionTrainer(
+            diffusion,
+            _CrashingImages(x, crash_at),
+            out_dir=str(out),
+            epochs=2,
+            batch_size=4,
+            ema_decay=0.9,
+            save_every_steps=1,
+            resume=resume,
+            progress=False,
+            device="cpu",
+            seed=5,
+        )
+        tr.fit()
+
+    go(tmp_path / "ref")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        go(tmp_path / "cut", crash_at=35)  # epoch 2, batch 3
+    go(tmp_path / "cut", resume=True)
+    _assert_same_checkpoint(
+        tmp_path / "ref" / "checkpoints" / "last", tmp_path / "cut" / "checkpoints" / "last"
+    )

@@ -350,11 +350,11 @@ def test_accepted_input_forms(tmp_path):
         out = tr.fit()
         assert tr.step == 3 and out["val_accuracy"] >= 0, name
     with pytest.raises(TypeError, match="train_data"):
-        SupervisedTrainer(mlp(), ["a", "b"], out_dir=str(tmp_path / "bad1"), **QUIET).fit()
+        SupervisedTrainer(mlp(), ["a", "b"], out_dir=str(tmp_path / "bad1"), **QUIET)
     with pytest.raises(ValueError, match="'x' and optional 'y'"):
-        SupervisedTrainer(mlp(), {"inputs": x}, out_dir=str(tmp_path / "bad2"), **QUIET).fit()
+        SupervisedTrainer(mlp(), {"inputs": x}, out_dir=str(tmp_path / "bad2"), **QUIET)
     with pytest.raises(ValueError, match="must match"):
-        SupervisedTrainer(mlp(), (x, y[:5]), out_dir=str(tmp_path / "bad3"), **QUIET).fit()
+        SupervisedTrainer(mlp(), (x, y), (x, y[:5]), out_dir=str(tmp_path / "bad3"), **QUIET)
     with pytest.raises(ValueError, match="needs targets"):
         SupervisedTrainer(mlp(), x, out_dir=str(tmp_path / "bad4"), **QUIET).fit()
 

@@ -9,6 +9,7 @@ checkpoints with exact resume, logs and progress bars.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import time
 from collections.abc import Iterator
@@ -24,7 +25,13 @@ from torch.utils.data import DataLoader
 from ndunet.training import distributed as D
 from ndunet.training.checkpoint import atomic_write_text, link_checkpoint, save_checkpoint
 from ndunet.training.config import TrainerConfig
-from ndunet.training.data import ResumableSampler, build_loader, eval_loader, unpack_batch
+from ndunet.training.data import (
+    ResumableSampler,
+    as_dataset,
+    build_loader,
+    eval_loader,
+    unpack_batch,
+)
 from ndunet.training.logging import RunLog, logger
 from ndunet.training.metrics import Metric
 from ndunet.training.optim import build_optimizer, build_scheduler
@@ -65,7 +72,17 @@ class Trainer:
         )
         self.config = TrainerConfig.from_dict({**base, **overrides})
         self.module = module  # what forward() is called on (the model, or the Diffusion wrapper)
-        self.train_data, self.val_data = train_data, val_data
+        # bad data fails here, before any work; a DataLoader is used as given
+        self.train_data = (
+            train_data
+            if isinstance(train_data, DataLoader)
+            else as_dataset(train_data, "train_data")
+        )
+        self.val_data = (
+            val_data
+            if val_data is None or isinstance(val_data, DataLoader)
+            else as_dataset(val_data, "val_data")
+        )
         self.metrics: list[Metric] = []
         self.out_dir = Path(self.config.out_dir)
         self.step = self.epoch = self.batch_in_epoch = 0
@@ -140,6 +157,20 @@ class Trainer:
 
     def _setup_fit(self) -> Path | None:
         cfg = self.config
+        # every check that can fail comes before anything is written
+        names = (
+            ["val_loss", *(f"val_{m.name}" for m in self.metrics)]
+            if self.val_data is not None
+            else []
+        )
+        self._check_best_metric(names)
+        if cfg.tensorboard:
+            try:
+                importlib.import_module("torch.utils.tensorboard")
+            except ImportError as e:
+                raise ImportError(
+                    "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
+                ) from e
         resume_from = check_run_dir(
             self.out_dir, cfg.resume
         )  # every rank checks before rank 0 writes
@@ -175,18 +206,12 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is None:
                 atomic_write_text(self.out_dir / "config.json", describe(self))
-        names = (
-            ["val_loss", *(f"val_{m.name}" for m in self.metrics)]
-            if self.val_data is not None
-            else []
-        )
         self.log = RunLog(
             self.out_dir if main else None,
             names,
             progress=cfg.progress,
             tensorboard=cfg.tensorboard,
         )
-        self._check_best_metric(names)
         return resume_from
 
     def _check_best_metric(self, val_names: list[str]) -> None:
