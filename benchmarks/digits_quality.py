@@ -1,0 +1,203 @@
+"""Diffusion quality on scikit-learn's 8x8 digits within a fixed CPU wall-clock budget.
+
+Trains ndunet's UNet inside ndunet.Diffusion for ``--minutes`` (default 4) on the 1,437 training
+digits, samples with the EMA weights, and judges the samples with an independent check built from
+the real digits only (benchmarks/digits_eval.py). Prints the step/quality curve (ddpm 1000 vs
+ddim 50/20 vs dpm++2m 20/10) and, with ``--peer``, the same budget for diffusers' UNet2DModel +
+DDPMScheduler sampled with DDIM 50 (install diffusers only in .bench-env).
+
+    PYTHONPATH=src python benchmarks/digits_quality.py --minutes 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_eval import DigitsJudge, digits_split, format_row, header
+
+from ndunet.diffusion import Diffusion
+from ndunet.ema import EMA
+
+
+def build_unet(width: int, num_classes: int | None) -> torch.nn.Module:
+    """The ndunet U-Net for 1x8x8 digits: levels at 8x8 and 4x4, attention at 4x4."""
+    from ndunet import UNet
+
+    return UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(width, 2 * width),
+        num_res_blocks=2,
+        attention_levels=(False, True),
+        time_embedding=True,
+        num_classes=num_classes,
+    )
+
+
+def train(
+    diffusion: torch.nn.Module,
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    seconds: float,
+    batch_size: int,
+    lr: float,
+    ema_decay: float,
+    max_steps: int = 0,
+) -> tuple[EMA, int]:
+    """Adam with a time-based cosine learning-rate decay, so any budget ends at a low rate."""
+    opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
+    ema = EMA(network, decay=ema_decay)
+    start, steps = time.perf_counter(), 0
+    gen = torch.Generator().manual_seed(0)
+    while (elapsed := time.perf_counter() - start) < seconds:
+        if max_steps and steps >= max_steps:
+            break
+        frac = max(elapsed / seconds, steps / max_steps if max_steps else 0.0)
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (steps + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+        loss = diffusion(x[idx], None if y is None else y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        opt.step()
+        ema.update(network)
+        steps += 1
+    return ema, steps
+
+
+def to_unit(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) / 2).squeeze(1).numpy()  # (N, 8, 8) in [0, 1]
+
+
+def save_grid(samples: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(100, len(samples))
+    rows = math.ceil(n / 10)
+    fig, axes = plt.subplots(rows, 10, figsize=(10, rows * 1.05))
+    for ax, img in zip(axes.flat, samples[:n]):
+        ax.imshow(img, cmap="gray_r", vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=4.0, help="training wall-clock budget")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-steps", type=int, default=0, help="stop earlier after this many steps")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--schedule", default="cosine")
+    p.add_argument("--prediction", default="v")
+    p.add_argument("--loss-weighting", default="min_snr")
+    p.add_argument("--timesteps", type=int, default=1000)
+    p.add_argument("--unconditional", action="store_true", help="no class labels, no guidance")
+    p.add_argument("--cond-drop-prob", type=float, default=0.1)
+    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--n-samples", type=int, default=400)
+    p.add_argument(
+        "--samplers",
+        default="ddpm:1000:200,ddim:50,ddim:20,dpm++2m:20,dpm++2m:10",
+        help="name:steps[:n_samples] list (ddpm 1000 gets fewer samples to bound the run time)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="1 is fastest when other jobs share the cores"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid", type=Path, default=Path("digits_samples.png"))
+    p.add_argument("--peer", action="store_true", help="also train diffusers' UNet2DModel")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    xt, xh, yt, yh = digits_split(args.seed)
+    judge = DigitsJudge(xt, yt, xh, yh)
+    x = torch.from_numpy(xt).unsqueeze(1) * 2 - 1  # (N, 1, 8, 8) in [-1, 1]
+    y = None if args.unconditional else torch.from_numpy(yt).long()
+    num_classes = None if args.unconditional else 10
+
+    network = build_unet(args.width, num_classes)
+    n_params = sum(p.numel() for p in network.parameters())
+    diffusion = Diffusion(
+        network,
+        timesteps=args.timesteps,
+        schedule=args.schedule,
+        prediction=args.prediction,
+        loss_weighting=args.loss_weighting,
+        cond_drop_prob=0.0 if args.unconditional else args.cond_drop_prob,
+    )
+    t_start = time.perf_counter()
+    ema, steps = train(
+        diffusion,
+        network,
+        x,
+        y,
+        args.minutes * 60,
+        args.batch_size,
+        args.lr,
+        args.ema_decay,
+        args.max_steps,
+    )
+    print(
+        f"ndunet UNet width {args.width} ({n_params / 1e6:.2f}M params), {args.schedule}/"
+        f"{args.prediction}/{args.loss_weighting}, {steps} steps x {args.batch_size} in "
+        f"{time.perf_counter() - t_start:.0f} s, EMA {args.ema_decay}, "
+        + ("unconditional" if args.unconditional else f"CFG scale {args.guidance_scale}")
+    )
+    print(f"judge: SVM held-out accuracy {judge.heldout_accuracy:.3f}")
+    print(header() + f"  {'sample s':>8}")
+    print(format_row("real held-out digits", judge.score(xh, yh)))
+
+    scale = 1.0 if args.unconditional else args.guidance_scale
+    for spec in args.samplers.split(","):
+        name, steps_s, *count = spec.split(":")
+        spec = f"{name}:{steps_s}"
+        n = int(count[0]) if count else args.n_samples
+        labels = None if args.unconditional else torch.arange(n) % 10
+        for tag, model in [("ema", ema.module), ("raw", network)]:
+            if tag == "raw" and spec != "ddim:50":
+                continue
+            t0 = time.perf_counter()
+            out = diffusion.sample(
+                n,
+                (1, 8, 8),
+                steps=int(steps_s),
+                sampler=name,
+                guidance_scale=scale,
+                y=labels,
+                generator=torch.Generator().manual_seed(args.seed),
+                model=model,
+            )
+            secs = time.perf_counter() - t0
+            imgs = to_unit(out)
+            row = judge.score(imgs, None if labels is None else labels.numpy())
+            print(format_row(f"ndunet {tag} {spec}", row, f"{secs:8.1f}"))
+            if tag == "ema" and spec == "ddim:50":  # labels cycle 0..9: one class per column
+                save_grid(imgs, args.grid, f"ndunet, {args.minutes:g} min CPU, DDIM 50")
+    if args.peer:
+        from digits_peer import run_peer
+
+        run_peer(judge, x, args.minutes * 60, args.n_samples, args.seed, args.grid)
+
+
+if __name__ == "__main__":
+    main()
