@@ -371,3 +371,20 @@ def test_bad_input_messages(call, match) -> None:
     w = torch.randn(4, 2, 3, 3, 3, 3)
     with pytest.raises((ValueError, TypeError), match=match):
         call(x, w)
+
+
+@pytest.mark.gpu
+def test_4d_ops_on_cuda_match_cpu() -> None:
+    x = torch.randn(2, 4, 6, 5, 4, 6)
+    w = torch.randn(6, 2, 3, 3, 3, 3)
+    wt = torch.randn(4, 3, 2, 2, 2, 2)
+    cuda = torch.device("cuda")
+    for fn, args in (
+        (FN.conv_nd, (x, w, None, 1, 1, 1, 2)),
+        (FN.conv_transpose_nd, (x, wt, None, 2)),
+        (FN.max_pool_nd, (x, 2)),
+        (FN.interpolate_nd, (x, None, 2.0, "linear")),
+    ):
+        cpu_out = fn(*args)
+        gpu_out = fn(*[a.to(cuda) if isinstance(a, torch.Tensor) else a for a in args])
+        torch.testing.assert_close(gpu_out.cpu(), cpu_out, rtol=1e-3, atol=1e-3)
