@@ -70,6 +70,7 @@ def run(
         progress=False,
         seed=7,
         device="cpu",
+        plot=False,
         log_every_steps=1,
     )
     settings.update(overrides)

@@ -27,7 +27,7 @@ from ndunet.training import (
 from ndunet.training.metrics import Metric
 from ndunet.training.optim import lr_factor
 
-QUIET = {"progress": False, "device": "cpu"}
+QUIET = {"progress": False, "device": "cpu", "plot": False}  # loss.png: test_run_folder_contents
 
 
 def seg_net(spatial_dims: int, in_channels: int = 1, classes: int = 2) -> nn.Module:
@@ -62,7 +62,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize("spatial_dims", [1, 2, 3])
 def test_overfits_tiny_segmentation_set(tmp_path, spatial_dims):
     g = torch.Generator().manual_seed(spatial_dims)
-    x = torch.randn(4, 1, *(6,) * spatial_dims, generator=g)
+    x = torch.randn(4, 1, *(8, 6, 4)[:spatial_dims], generator=g)  # small: CPU conv3d is slow
     y = (x[:, 0] > 0.3).long()  # (B, *spatial) labels: a pointwise threshold the net can learn
     repeated = (x.repeat(10, *(1,) * (spatial_dims + 1)), y.repeat(10, *(1,) * spatial_dims))
     tr = SupervisedTrainer(
@@ -72,9 +72,9 @@ def test_overfits_tiny_segmentation_set(tmp_path, spatial_dims):
         loss="cross_entropy",
         metrics=("dice", "iou", "accuracy"),
         out_dir=str(tmp_path / "run"),
-        epochs=4,
+        epochs=2,
         batch_size=4,
-        lr=3e-2,
+        lr=5e-2,
         keep_last=0,
         **QUIET,
     )
@@ -206,7 +206,7 @@ def test_run_folder_contents(tmp_path):
         epochs=2,
         batch_size=8,
         log_every_steps=1,
-        **QUIET,
+        **{**QUIET, "plot": True},
     ).fit()
     run = tmp_path / "r"
     cfg = json.loads((run / "config.json").read_text())

@@ -66,6 +66,7 @@ class TrainerConfig:
     log_every_steps: int = 10  # log.csv / TensorBoard rows of the training loss
     progress: bool = True  # tqdm bars; False is quiet mode
     tensorboard: bool = False
+    plot: bool = True  # draw loss.png (at the end, and every >= 30 s at epoch ends)
     # EMA and diffusion sampling (DiffusionTrainer)
     ema_decay: float = 0.0  # 0: no EMA
     ema_warmup: bool = True

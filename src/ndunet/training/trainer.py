@@ -275,7 +275,7 @@ class Trainer:
                     break
                 summary = self._end_epoch()
             self.timings["loop"] += time.perf_counter() - t_loop
-            if self.dist.is_main:
+            if self.dist.is_main and cfg.plot:
                 self.log.plot()
         finally:
             self.log.close()
@@ -434,7 +434,7 @@ class Trainer:
         self._save(names)
         self._prune_epochs()
         self.on_epoch_end(self.epoch)
-        if self.dist.is_main and time.perf_counter() - self._last_plot > 30:  # matplotlib is slow
+        if self.dist.is_main and cfg.plot and time.perf_counter() - self._last_plot > 30:  # slow
             self.log.plot()
             self._last_plot = time.perf_counter()
             self.timings["plot"] += self._last_plot - t
