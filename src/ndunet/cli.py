@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ndunet.config import ConfigError, RunConfig, build_section, load_config
+from ndunet.config import ConfigError, RunConfig, build_section, load_config, packaged_configs
 
 EXIT_USAGE = 2
 
@@ -276,6 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet,
+        **({"width": args.width} if args.width else {}),
     )
     return 0
 
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--minutes", type=float, default=4.5, help="total budget (default 4.5)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    d.add_argument(
+        "--width", type=int, default=None, help="U-Net width w: channels (w, 2w) (default 32)"
+    )
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
@@ -317,9 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
         "blobs | arrays | images, plus that dataset's options), [model] (UNet options; "
         "spatial_dims and channels default to the data's), [diffusion] (Diffusion options) and "
         "[trainer] (TrainerConfig). Works under torchrun --nproc_per_node=N.",
-        epilog="example: ndunet train cfg.toml --set model.channels=[32,64] --set trainer.lr=1e-3",
+        epilog="example: ndunet train cfg.toml --set model.channels=[32,64] --set trainer.lr=1e-3"
+        f"\npackaged configs (give the name as CONFIG): {', '.join(packaged_configs())}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument("config", help="a .toml or .json run config")
+    t.add_argument("config", help="a .toml or .json run config, or a packaged config's name")
     t.add_argument("--out", help="run folder (default: trainer.out_dir, else runs/<config name>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     _add_set(t)

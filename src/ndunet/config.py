@@ -238,10 +238,13 @@ def build_section(
         return cls(**values)
     except (ValueError, TypeError) as e:
         message = str(e)
-        for key in values:
-            if re.search(rf"\b{re.escape(key)}\b", message):
-                src = where(section, key)[0] if where is not None else source
-                raise ConfigError(src, f"{section}.{key}", message) from None
+        found = [
+            (m.start(), k) for k in values if (m := re.search(rf"\b{re.escape(k)}\b", message))
+        ]
+        if found:  # the key the message names first
+            key = min(found)[1]
+            src = where(section, key)[0] if where is not None else source
+            raise ConfigError(src, f"{section}.{key}", message) from None
         raise ConfigError(source, section, message) from None
 
 

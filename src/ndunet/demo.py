@@ -23,8 +23,8 @@ from ndunet.training import DiffusionTrainer
 # Settings for 8x8 digits on a 2-core CPU (benchmarks/digits_quality.py measures them): a two-level
 # U-Net with attention at 4x4, v-prediction with min-SNR weighting, cosine noise schedule,
 # classifier-free guidance (labels dropped 10% of the time).
-WIDTH = 64
-BATCH_SIZE = 128
+WIDTH = 32
+BATCH_SIZE = 64
 LR = 2e-3
 EMA_DECAY = 0.999
 COND_DROP_PROB = 0.1
@@ -132,7 +132,7 @@ def judge_samples(samples: np.ndarray, labels: np.ndarray, seed: int = 0) -> dic
     clf = SVC(gamma="scale", C=10.0).fit(train.x.flatten(1).numpy(), train.y.numpy())
     real_acc = float((clf.predict(test.x.flatten(1).numpy()) == test.y.numpy()).mean())
     pred = clf.predict(np.clip(samples, -1, 1).reshape(len(samples), -1))
-    per_class = {int(c): float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
+    per_class = {str(c): float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
     hist = np.bincount(pred, minlength=NUM_CLASSES)
     return {
         "label_agreement": float((pred == labels).mean()),
@@ -149,6 +149,7 @@ def run_demo(
     threads: int = 0,
     progress: bool = True,
     width: int = WIDTH,
+    sample_steps: int = SAMPLE_STEPS,
 ) -> dict[str, Any]:
     """Train, sample, draw and check; returns the paths written and the self-check numbers."""
     if not (isinstance(minutes, (int, float)) and 0 < minutes <= 24 * 60):
@@ -167,7 +168,7 @@ def run_demo(
     n_params = sum(p.numel() for p in diffusion.model.parameters())
     n_samples = SAMPLES_PER_CLASS * NUM_CLASSES
     step_s = _time_steps(diffusion, train.x, train.y, 3)
-    sample_s = _time_sampling(diffusion, n_samples, SAMPLE_STEPS) * 1.2  # grid + strip
+    sample_s = _time_sampling(diffusion, n_samples, sample_steps) * 1.2  # grid + strip
     reserve = sample_s + 4.0 + 0.03 * budget  # drawing, checkpoints, the self-check
     train_s = max(budget - (time.perf_counter() - start) - reserve, 0.0)
     max_steps = max(10, int(train_s / step_s))
@@ -176,7 +177,7 @@ def run_demo(
         f"ndunet demo: class-conditional diffusion U-Net ({n_params / 1e6:.2f}M parameters) on "
         f"{len(train)} embedded 8x8 digits, {torch.get_num_threads()} CPU threads.\n"
         f"  budget {minutes:g} min: ~{max_steps} steps of {BATCH_SIZE} (~{step_s:.2f} s each), "
-        f"then {n_samples} samples with DDIM {SAMPLE_STEPS} and guidance {GUIDANCE:g}.\n"
+        f"then {n_samples} samples with DDIM {sample_steps} and guidance {GUIDANCE:g}.\n"
         f"  writing to {out_dir.resolve()}",
         flush=True,
     )
@@ -196,7 +197,7 @@ def run_demo(
         keep_last=0,
         log_every_steps=max(1, max_steps // 300),
         progress=progress,
-        sample_steps=SAMPLE_STEPS,
+        sample_steps=sample_steps,
         guidance_scale=GUIDANCE,
     )
     trainer.deadline = start + budget - reserve
@@ -214,7 +215,7 @@ def run_demo(
     _, trajectory = diffusion.sample(
         NUM_CLASSES,
         (1, 8, 8),
-        steps=SAMPLE_STEPS,
+        steps=sample_steps,
         guidance_scale=GUIDANCE,
         y=torch.arange(NUM_CLASSES),
         generator=gen,
