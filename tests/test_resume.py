@@ -94,8 +94,8 @@ def test_user_dataloader_resume_is_bit_identical(tmp_path):
         return tr
 
     go(tmp_path / "ref", max_steps=9)  # 6 batches per epoch: stops in epoch 2
-    go(tmp_path / "cut", max_steps=3)
-    go(tmp_path / "cut", resume=True, max_steps=5)
+    go(tmp_path / "cut", max_steps=3)  # mid-epoch
+    go(tmp_path / "cut", resume=True, max_steps=6)  # epoch boundary
     go(tmp_path / "cut", resume=True, max_steps=9)
     _assert_same_checkpoint(
         tmp_path / "ref" / "checkpoints" / "last", tmp_path / "cut" / "checkpoints" / "last"

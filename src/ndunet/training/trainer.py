@@ -297,11 +297,14 @@ class Trainer:
             loader.generator.manual_seed(self.config.seed * 1_000_003 + self.epoch)  # worker seeds
             self._order = loader.sampler.order
             it = iter(loader)
-        else:
+        else:  # a user DataLoader draws its order (and worker seeds) from the global RNG
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(self.epoch)
             if self.batch_in_epoch == 0:
-                self._epoch_rng = torch.get_rng_state()  # a user DataLoader draws its order from it
-                if hasattr(loader.sampler, "set_epoch"):
-                    loader.sampler.set_epoch(self.epoch)
+                if rng_after_iter is not None:  # resumed at an epoch boundary
+                    restore_rng(rng_after_iter)
+                    rng_after_iter = None
+                self._epoch_rng = torch.get_rng_state()
             else:
                 torch.set_rng_state(self._epoch_rng)
             it = iter(loader)
