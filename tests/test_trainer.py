@@ -550,3 +550,22 @@ def test_load_pipeline_rebuilds_unet_and_diffusion(tmp_path):
     ours = pipe.diffusion.sample(2, (1, 8, 8), steps=3, generator=g, model=pipe.sampling_model)
     theirs = tr.sample(n=2, steps=3, seed=1)
     torch.testing.assert_close(ours, theirs)
+
+
+def test_step_validation_and_keep_last(tmp_path):
+    x, y = xy(16)
+    tr = SupervisedTrainer(
+        mlp(), (x, y), (x, y), out_dir=str(tmp_path / "r"), epochs=3, batch_size=4,
+        val_every_steps=3, keep_last=1, **QUIET,
+    )  # fmt: skip
+    tr.fit()
+    ckpts = tmp_path / "r" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "epoch-0003", "last"]
+    with open(tmp_path / "r" / "log.csv") as f:
+        val = {int(r["step"]): float(r["val_loss"]) for r in csv.DictReader(f) if r["val_loss"]}
+    # every 3 steps inside an epoch, plus each epoch end (4 steps per epoch)
+    assert list(val) == [3, 4, 6, 8, 9, 12]
+    best = load_checkpoint(ckpts / "best")
+    best_step = min(val, key=val.get)
+    assert best.config["step"] == best_step
+    assert best.config["best"]["value"] == pytest.approx(val[best_step], rel=1e-5)
