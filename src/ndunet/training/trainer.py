@@ -233,9 +233,8 @@ class Trainer:
         Returns the last epoch's summary (loss, lr, val metrics)."""
         cfg = self.config
         self._setup_runtime()
-        seed_everything(
-            cfg.seed + self.dist.rank
-        )  # ranks draw independent noise; DDP syncs weights
+        # ranks draw independent noise (e.g. diffusion); DDP keeps their weights in sync
+        seed_everything(cfg.seed + self.dist.rank)
         resume_from = self._setup_fit()
         if resume_from is not None:
             load_state_into(self, resume_from)
@@ -265,8 +264,9 @@ class Trainer:
                     loss = self._train_step(micro)
                     self.step += 1
                     self.batch_in_epoch += len(micro)
-                    self._epoch_loss += loss * len(micro)
-                    self._epoch_batches_n += len(micro)
+                    if math.isfinite(loss):  # a skipped (nan_policy='skip') step is not averaged
+                        self._epoch_loss += loss * len(micro)
+                        self._epoch_batches_n += len(micro)
                     self._after_step(loss)
                     if self._reached_max_steps():
                         break
@@ -331,7 +331,7 @@ class Trainer:
         total = sum(sizes)
         opt.zero_grad(set_to_none=True)
         single = len(batches) == 1
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)  # replaced when single
         for i, (x, y) in enumerate(batches):
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True) if isinstance(y, Tensor) else y
@@ -396,9 +396,8 @@ class Trainer:
             )
             postfix = {"loss": f"{loss:.4g}"}
         self.log.step(1, postfix)
-        in_epoch = (
-            self.batch_in_epoch < self.batches_per_epoch
-        )  # epoch end does its own val and save
+        # the epoch's last step is validated and saved by _end_epoch
+        in_epoch = self.batch_in_epoch < self.batches_per_epoch
         if (
             cfg.val_every_steps
             and self.step % cfg.val_every_steps == 0
@@ -413,7 +412,6 @@ class Trainer:
 
     def _end_epoch(self) -> dict[str, float]:
         cfg = self.config
-        t = time.perf_counter()
         epoch_loss = self._epoch_loss / max(1, self._epoch_batches_n)
         if self.dist.enabled:
             epoch_loss = (
@@ -437,7 +435,8 @@ class Trainer:
         self._save(names)
         self._prune_epochs()
         self.on_epoch_end(self.epoch)
-        if self.dist.is_main and cfg.plot and time.perf_counter() - self._last_plot > 30:  # slow
+        t = time.perf_counter()
+        if self.dist.is_main and cfg.plot and t - self._last_plot > 30:  # matplotlib is slow
             self.log.plot()
             self._last_plot = time.perf_counter()
             self.timings["plot"] += self._last_plot - t
