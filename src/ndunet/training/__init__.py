@@ -1,6 +1,28 @@
-"""Training: SupervisedTrainer and DiffusionTrainer on one engine, TrainerConfig, checkpoints."""
+"""Training: SupervisedTrainer and DiffusionTrainer on one engine, TrainerConfig, checkpoints.
 
-from ndunet.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+    trainer = SupervisedTrainer(model, train, val, loss="cross_entropy", metrics=("accuracy",),
+                                out_dir="runs/cls", epochs=10, lr=1e-3, batch_size=64)
+    trainer.fit(); trainer.evaluate(test)
+    dtrainer = DiffusionTrainer(Diffusion(unet), train, out_dir="runs/gen", sample_every=5)
+    dtrainer.fit(); dtrainer.sample(n=64)
+    pipe = load_pipeline("runs/gen")          # UNet + Diffusion + EMA copy, from the folder alone
+
+Data: a Dataset, a DataLoader, a tensor/array (N, C, *spatial), (X, Y) or {"x": X, "y": Y};
+samples x, (x,), (x, y) or {"x": x, "y": y} (see `ndunet.training.data`).
+
+Run folder (never deleted or overwritten; resume=True continues it):
+    config.json, log.csv (step, epoch, loss, lr, val_*, wall_time), loss.png, train.log,
+    checkpoints/{last, best, epoch-NNNN}/ (config.json, model.safetensors, ema.safetensors,
+    trainer_state.pt, manifest.json), samples/epoch-NNNN.png (diffusion), tensorboard/.
+Launch with `torchrun --nproc_per_node=K script.py` for DDP; nothing else changes.
+"""
+
+from ndunet.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ndunet.training.config import TrainerConfig
 from ndunet.training.diffusion import DiffusionTrainer
 from ndunet.training.pipeline import Pipeline, load_pipeline
