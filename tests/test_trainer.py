@@ -569,3 +569,18 @@ def test_step_validation_and_keep_last(tmp_path):
     best_step = min(val, key=val.get)
     assert best.config["step"] == best_step
     assert best.config["best"]["value"] == pytest.approx(val[best_step], rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_cuda_amp_trains_and_checkpoints_the_scaler(tmp_path, amp):
+    x, y = xy(64)
+    tr = SupervisedTrainer(
+        mlp(), (x, y), (x, y), out_dir=str(tmp_path / "r"), epochs=4, batch_size=16, lr=1e-2,
+        amp=amp, device="cuda", progress=False, plot=False,
+    )  # fmt: skip
+    before = tr.evaluate()["loss"]
+    tr.fit()
+    assert tr.device.type == "cuda" and tr.evaluate()["loss"] < 0.8 * before
+    scaler = load_checkpoint(tmp_path / "r").trainer_state()["scaler"]
+    assert (scaler.get("scale", 0) > 0) == (amp == "fp16")

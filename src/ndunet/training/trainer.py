@@ -383,7 +383,8 @@ class Trainer:
     def _after_step(self, loss: float) -> None:
         cfg = self.config
         postfix = None
-        if self.step % cfg.log_every_steps == 0:
+        epoch_done = self.batch_in_epoch >= self.batches_per_epoch
+        if self.step % cfg.log_every_steps == 0 or epoch_done:  # >= 1 row per epoch
             lr = self.optimizer.param_groups[0]["lr"]
             self.log.row(
                 {
@@ -396,8 +397,7 @@ class Trainer:
             )
             postfix = {"loss": f"{loss:.4g}"}
         self.log.step(1, postfix)
-        # the epoch's last step is validated and saved by _end_epoch
-        in_epoch = self.batch_in_epoch < self.batches_per_epoch
+        in_epoch = not epoch_done  # the epoch's last step is validated and saved by _end_epoch
         if (
             cfg.val_every_steps
             and self.step % cfg.val_every_steps == 0
