@@ -61,7 +61,7 @@ def run_peer(judge, x, seconds: float, n: int, seed: int, grid: Path, width: int
     from digits_eval import format_row
     from digits_quality import save_grid, to_unit, train
 
-    from ndunet.diffusion.wrapper import _eval_mode
+    from ndunet.diffusion.denoise import eval_mode
 
     y = torch.from_numpy(judge.y_train).long()
     unet, scheduler = build_peer(width)
@@ -69,7 +69,7 @@ def run_peer(judge, x, seconds: float, n: int, seed: int, grid: Path, width: int
     ema, steps = train(PeerLoss(unet, scheduler), unet, x, y, seconds, 128, 2e-3, 0.999)
     labels = torch.arange(n) % 10
     t0 = time.perf_counter()
-    with _eval_mode(ema.module):
+    with eval_mode(ema.module):
         out = ddim_sample(ema.module, scheduler, labels, 50, seed)
     secs = time.perf_counter() - t0
     imgs = to_unit(out)

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grid", type=Path, default=Path("digits_samples.png"))
     p.add_argument("--peer", action="store_true", help="also train diffusers' UNet2DModel")
     args = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

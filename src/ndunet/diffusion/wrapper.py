@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,29 +11,10 @@ from torch import Tensor, nn
 
 from . import losses, parameterization, process
 from .config import DiffusionConfig
+from .denoise import Model, call_model, eval_mode, guided_output, make_denoiser, replacement
 from .samplers import Callback, SamplerName, get_sampler, sample_timesteps
 from .schedules import Schedule, ScheduleName
 from .validation import check_data_shape, check_labels
-
-Model = Callable[..., Tensor]
-
-
-def _call(model: Model, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-    # A plain callable without class support never sees a y keyword.
-    return model(x, t) if y is None else model(x, t, y=y)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Model) -> Iterator[None]:
-    was_training = isinstance(model, nn.Module) and model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        if was_training:
-            model.train()
 
 
 class Diffusion(nn.Module):
@@ -132,7 +112,7 @@ class Diffusion(nn.Module):
         alpha = self.schedule.gather(ac.sqrt(), t, x0)  # (B, 1, ..., 1)
         sigma = self.schedule.gather((1.0 - ac).sqrt(), t, x0)
         x_t = alpha * x0 + sigma * noise
-        out = _call(self.model, x_t, t, y)
+        out = call_model(self.model, x_t, t, y)
         if out.shape != x0.shape:
             raise ValueError(f"model output shape {tuple(out.shape)} != input {tuple(x0.shape)}")
         cfg = self.config
@@ -154,14 +134,7 @@ class Diffusion(nn.Module):
     ) -> Tensor:
         """Raw network output with classifier-free guidance (cond and uncond in one batch)."""
         model = self.model if model is None else model
-        if y is None or guidance_scale == 1.0:
-            return _call(model, x_t, t, y)
-        null = torch.full_like(y, self.num_classes)
-        if guidance_scale == 0.0:
-            return _call(model, x_t, t, null)
-        both = _call(model, torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
-        cond, uncond = both.chunk(2)  # (B, C, *spatial) each
-        return uncond + guidance_scale * (cond - uncond)
+        return guided_output(model, x_t, t, y, guidance_scale, self.num_classes)
 
     def denoiser(
         self,
@@ -171,27 +144,10 @@ class Diffusion(nn.Module):
         model: Model | None = None,
     ) -> Callable[[Tensor, int], tuple[Tensor, Tensor]]:
         """``denoise(x_t, t) -> (x0_hat, eps_hat)`` for the samplers."""
-        ac = self.schedule.alphas_cumprod
-        cfg = self.config
-
-        def denoise(x: Tensor, t: int) -> tuple[Tensor, Tensor]:
-            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            out = self.model_output(x, tt, y, guidance_scale, model)
-            if out.shape != x.shape:
-                raise ValueError(f"model output shape {tuple(out.shape)} != input {tuple(x.shape)}")
-            alpha, sigma = math.sqrt(float(ac[t])), math.sqrt(1.0 - float(ac[t]))
-            x0, eps = parameterization.to_x0_eps(cfg.prediction, out, x, alpha, sigma)
-            if clip_denoised:
-                if cfg.dynamic_threshold is not None:
-                    x0 = parameterization.dynamic_threshold(
-                        x0, cfg.dynamic_threshold, cfg.clip_value
-                    )
-                else:
-                    x0 = x0.clamp(-cfg.clip_value, cfg.clip_value)
-                eps = parameterization.x0_to_eps(x, x0, alpha, sigma)
-            return x0, eps
-
-        return denoise
+        model = self.model if model is None else model
+        return make_denoiser(
+            model, self.schedule.alphas_cumprod, self.config, y, guidance_scale, clip_denoised
+        )
 
     def _prepare(
         self,
@@ -317,16 +273,7 @@ class Diffusion(nn.Module):
         model, ts, fn = self._prepare(
             model, tuple(known.shape[1:]), known.shape[0], steps, sampler, eta, guidance_scale, y
         )
-        m = mask.to(known.device, known.dtype).expand_as(known)
-        ac = self.schedule.alphas_cumprod
-
-        def replace(x: Tensor, t_next: int) -> Tensor:
-            if t_next < 0:
-                return m * known + (1 - m) * x
-            a = float(ac[t_next])
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return m * (math.sqrt(a) * known + math.sqrt(1 - a) * noise) + (1 - m) * x
-
+        replace = replacement(known, mask, self.schedule.alphas_cumprod, generator)
         x = torch.randn(known.shape, generator=generator, device=known.device, dtype=known.dtype)
         x = replace(x, ts[0])
         y = None if y is None else y.to(known.device)
@@ -371,7 +318,7 @@ class Diffusion(nn.Module):
             if callback is not None:
                 callback(i, t, x_next, x0)
 
-        with _eval_mode(model):
+        with eval_mode(model):
             out = fn(
                 self.denoiser(y, guidance_scale, clip, model),
                 x,
