@@ -105,7 +105,7 @@ class Scripted(Metric):
         return self.values[self.calls - 1]
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("max", 4), ("min", 1)])
+@pytest.mark.parametrize(("mode", "expected"), [("max", 4), ("min", 1), ("auto", 4)])
 def test_best_checkpoint_follows_the_validation_curve(tmp_path, mode, expected):
     curve = [0.5, 0.8, 0.6, 0.9, 0.7]
     x, y = xy()

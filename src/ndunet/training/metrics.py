@@ -37,7 +37,8 @@ def _labels(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, int]:
 
 class Metric:
     """Accumulator: `update(pred, target)` per batch, `compute()` at the end. `state` is a list
-    of float64 tensors of sums (all-reduce them to combine ranks)."""
+    of float64 tensors of sums (all-reduce them to combine ranks). `higher_is_better` picks the
+    direction of best_mode="auto"."""
 
     name = "metric"
     higher_is_better = True

@@ -44,7 +44,7 @@ def run_config(tr: Trainer) -> dict[str, Any]:
         "trainer": tr.config.to_dict(),
         "step": tr.step,
         "epoch": tr.epoch,
-        "best": {"metric": getattr(tr, "best_key", None), "value": tr.best_value},
+        "best": {"metric": tr.best.key, "value": tr.best.value},
     }
 
 
@@ -77,7 +77,7 @@ def trainer_state(tr: Trainer) -> dict[str, Any]:
         "scaler": tr.scaler.state_dict(),
         "ranks": ranks,
         "data_order": data_order,
-        "best_value": tr.best_value,
+        "best_value": tr.best.value,
         "history": tr.history,
         "elapsed": tr._wall(),
         "skipped": int(getattr(tr, "_skipped", 0)),
@@ -116,7 +116,7 @@ def load_state_into(tr: Trainer, path: Path) -> None:
     tr.scheduler.load_state_dict(st["scheduler"])
     tr.scaler.load_state_dict(st["scaler"])
     tr.step, tr.epoch, tr.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
-    tr.best_value, tr.history, tr._elapsed, tr._skipped = (
+    tr.best.value, tr.history, tr._elapsed, tr._skipped = (
         st["best_value"],
         list(st["history"]),
         st["elapsed"],

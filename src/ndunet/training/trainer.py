@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ndunet.training import distributed as D
+from ndunet.training.best import BestTracker
 from ndunet.training.checkpoint import atomic_write_text, link_checkpoint, save_checkpoint
 from ndunet.training.config import TrainerConfig
 from ndunet.training.data import (
@@ -32,14 +33,13 @@ from ndunet.training.data import (
     eval_loader,
     unpack_batch,
 )
+from ndunet.training.evaluation import evaluate_batches
 from ndunet.training.logging import RunLog, logger
 from ndunet.training.metrics import Metric
 from ndunet.training.optim import build_optimizer, build_scheduler
 from ndunet.training.rng import capture_rng, restore_rng, seed_everything
 from ndunet.training.run_dir import check_run_dir
 from ndunet.training.state import describe, load_state_into, run_config, trainer_state
-
-_HIGHER_IS_BETTER = ("accuracy", "dice", "iou", "psnr")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -86,7 +86,7 @@ class Trainer:
         self.metrics: list[Metric] = []
         self.out_dir = Path(self.config.out_dir)
         self.step = self.epoch = self.batch_in_epoch = 0
-        self.best_value: float | None = None
+        self.best = BestTracker("loss", "min")  # resolved from the config by fit()
         self.history: list[dict[str, float]] = []
         # seconds spent: the whole epoch loop (wall and process CPU time), and within it waiting
         # for data, optimizer steps, checkpoints, evaluation, plots (benchmarks read these)
@@ -164,7 +164,9 @@ class Trainer:
             if self.val_data is not None
             else []
         )
-        self._check_best_metric(names)
+        self.best = BestTracker.from_config(
+            cfg.best_metric, cfg.best_mode, self.metrics, self.val_data is not None
+        )
         if cfg.tensorboard:
             try:
                 importlib.import_module("torch.utils.tensorboard")
@@ -214,19 +216,6 @@ class Trainer:
             tensorboard=cfg.tensorboard,
         )
         return resume_from
-
-    def _check_best_metric(self, val_names: list[str]) -> None:
-        cfg = self.config
-        allowed = ["loss", *val_names]
-        self.best_key = cfg.best_metric if self.val_data is not None else "loss"
-        if self.best_key not in allowed:
-            raise ValueError(
-                f"best_metric={cfg.best_metric!r}; with this setup allowed: {', '.join(allowed)}"
-            )
-        mode = cfg.best_mode
-        if mode == "auto":
-            mode = "max" if self.best_key.removeprefix("val_") in _HIGHER_IS_BETTER else "min"
-        self.best_sign = 1.0 if mode == "min" else -1.0
 
     # ----- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -427,7 +416,7 @@ class Trainer:
         if self.val_data is not None and cfg.val_every and self.epoch % cfg.val_every == 0:
             improved = self._validate(summary)
         elif self.val_data is None:
-            improved = self._better(epoch_loss)
+            improved = self.best.update(epoch_loss)
         self.history.append(summary)
         names = ["last"]
         if cfg.keep_last:
@@ -452,14 +441,6 @@ class Trainer:
         self.log.epoch_end(shown)
         return summary
 
-    def _better(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.best_value is None or self.best_sign * value < self.best_sign * self.best_value:
-            self.best_value = value
-            return True
-        return False
-
     def _validate(self, summary: dict[str, float] | None = None) -> bool:
         """Evaluate on val_data, log a row, and say whether the best metric improved."""
         results = {f"val_{k}": v for k, v in self.evaluate(self.val_data).items()}
@@ -474,52 +455,39 @@ class Trainer:
                 "wall_time": self._wall(),
             }
         )
-        return self._better(results[self.best_key]) if self.best_key in results else False
+        return self.best.update(results[self.best.key]) if self.best.key in results else False
 
     # ----- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, data: Any = None) -> dict[str, float]:
-        """Mean loss and metrics over `data` (default: val_data). Leaves every RNG untouched."""
+        """Mean loss and metrics over `data` (default: val_data), with the module in eval mode.
+        Leaves every RNG untouched (it draws from a fixed seed: the same noise every time).
+        Under DDP every rank must call it."""
         data = self.val_data if data is None else data
         if data is None:
             raise ValueError("evaluate: no data given and the trainer has no val_data")
         self._setup_runtime()
         t = time.perf_counter()
+        cfg, dist = self.config, self.dist
         loader = eval_loader(
-            data,
-            batch_size=self.config.batch_size,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            name="data",
+            data, batch_size=cfg.batch_size, rank=dist.rank, world_size=dist.world_size, name="data"
         )
         was_training = self.module.training
         rng = capture_rng()
-        seed_everything(self.config.seed + 12345 + self.dist.rank)  # same noise every evaluation
+        seed_everything(cfg.seed + 12345 + dist.rank)
         self.module.eval()
-        for m in self.metrics:
-            m.reset()
-        totals = torch.zeros(2, dtype=torch.float64)  # loss * n, n
         try:
-            for batch in loader:
-                x, y = unpack_batch(batch)
-                x = x.to(self.device)
-                y = y.to(self.device) if isinstance(y, Tensor) else y
-                with self._autocast():
-                    loss, pred = self.compute_loss(self.module, x, y)
-                totals += torch.tensor([float(loss) * len(x), len(x)], dtype=torch.float64)
-                if pred is not None and y is not None:
-                    for m in self.metrics:
-                        m.update(pred.float(), y)
+            out = evaluate_batches(
+                loader,
+                self.module,
+                self.compute_loss,
+                self.metrics,
+                device=self.device,
+                autocast=self._autocast,
+                dist=dist,
+            )
         finally:
             restore_rng(rng)
             self.module.train(was_training)
-        states = [totals] + [s for m in self.metrics for s in m.state]
-        states = D.all_reduce_sum(states, self.dist, self.device)
-        totals, rest = states[0], states[1:]
-        for m in self.metrics:
-            m.state, rest = rest[: len(m.state)], rest[len(m.state) :]
-        out = {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan")}
-        out.update({m.name: m.compute() for m in self.metrics})
         self.timings["eval"] += time.perf_counter() - t
         return out
 
