@@ -178,3 +178,19 @@ def test_diffusion_trainer_resume_with_ema_is_bit_identical(tmp_path):
     _assert_same_checkpoint(
         tmp_path / "ref" / "checkpoints" / "last", tmp_path / "cut" / "checkpoints" / "last"
     )
+
+
+def test_mid_epoch_resume_with_another_world_size_is_refused(tmp_path):
+    from ndunet.training.checkpoint import sha256_file
+
+    script.run(tmp_path / "r", max_steps=3, save_every_steps=0, epochs=1)  # stops mid-epoch
+    last = tmp_path / "r" / "checkpoints" / "last"
+    state = torch.load(last / "trainer_state.pt", weights_only=True)
+    state["ranks"] = state["ranks"] * 2  # as if written by 2 DDP processes
+    torch.save(state, last / "trainer_state.pt")
+    manifest = json.loads((last / "manifest.json").read_text())
+    p = last / "trainer_state.pt"
+    manifest["files"]["trainer_state.pt"] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    (last / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"mid-epoch by 2 process\(es\); resuming it with 1"):
+        script.run(tmp_path / "r", resume=True, epochs=1)

@@ -93,6 +93,13 @@ def load_state_into(tr: Trainer, path: Path) -> None:
         raise CheckpointError(
             f"{str(path)!r}: trainer_state version {st.get('version')!r}, expected {STATE_VERSION}"
         )
+    if len(st["ranks"]) != tr.dist.world_size and st["batch_in_epoch"]:
+        raise ValueError(
+            f"{str(path)!r} was written mid-epoch by {len(st['ranks'])} process(es); resuming it with "
+            f"{tr.dist.world_size} would split the rest of the epoch differently. Resume with "
+            f"{len(st['ranks'])} process(es), or from an epoch-end checkpoint (copy "
+            "checkpoints/epoch-NNNN over checkpoints/last)."
+        )
     saved = ck.config.get("trainer", {})
     changed = {
         k: (saved.get(k), v)
