@@ -251,3 +251,16 @@ def test_demo_default_folder_is_the_first_free_one(tmp_path, monkeypatch):
     assert demo_out_dir(None) == Path("ndunet-demo-3")
     with pytest.raises(FileExistsError):
         demo_out_dir("ndunet-demo")
+
+
+@pytest.mark.slow
+def test_train_under_torchrun(tiny_config, tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "ndunet", "train", str(tiny_config), "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("finished:") == 1  # only rank 0 reports
+    with open(tmp_path / "run" / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f) if r["loss"]] == [1, 2]
+    assert (tmp_path / "run" / "checkpoints" / "last").is_dir()

@@ -276,6 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet,
+        device=args.device,
         **({"width": args.width} if args.width else {}),
     )
     return 0
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--width", type=int, default=None, help="U-Net width w: channels (w, 2w) (default 32)"
     )
+    d.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
