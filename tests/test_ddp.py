@@ -86,3 +86,9 @@ def test_ddp_two_processes_match_single_process_at_same_global_batch(tmp_path):
     # one writer: a single log with each step once
     rows = (tmp_path / "ddp" / "log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows if r.split(",")[2]] == list(range(1, 17))
+    # the epoch-end DDP checkpoint continues in one process (same global batch)
+    more = script.run(
+        tmp_path / "ddp", resume=True, noise=0.0, dropout=0.0, n=64, batch_size=8, grad_accum=1,
+        epochs=3, save_every_steps=3, ema_decay=0.9, scheduler="constant",
+    )  # fmt: skip
+    assert more.step == 24 and load_checkpoint(tmp_path / "ddp").trainer_state()["world_size"] == 1
