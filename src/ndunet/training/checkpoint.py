@@ -65,6 +65,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

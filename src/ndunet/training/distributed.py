@@ -15,6 +15,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's rank, local rank and the world size (1 when not distributed)."""
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -96,5 +98,6 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op when not distributed)."""
     if info.enabled:
         dist.barrier()

@@ -108,12 +108,14 @@ class RunLog:
                     self._tb.add_scalar(k, v, values["step"])
 
     def bars(self, epochs: int, epoch: int) -> None:
+        """Open the epoch bar (progress mode only)."""
         if self.progress:
             self.epoch_bar = tqdm(
                 total=epochs, initial=epoch, desc="epochs", position=0, dynamic_ncols=True
             )
 
     def epoch_start(self, epoch: int, total_steps: int, done_steps: int) -> None:
+        """Open this epoch's step bar, starting at the steps a resumed run already did."""
         if self.progress:
             self.step_bar = tqdm(
                 total=total_steps,
@@ -125,12 +127,14 @@ class RunLog:
             )
 
     def step(self, n: int, postfix: dict[str, str] | None = None) -> None:
+        """Advance the step bar (postfix: e.g. the loss)."""
         if self.step_bar is not None:
             self.step_bar.update(n)
             if postfix:
                 self.step_bar.set_postfix(postfix, refresh=False)
 
     def epoch_end(self, postfix: dict[str, str]) -> None:
+        """Close the step bar; advance the epoch bar with the epoch summary."""
         if self.step_bar is not None:
             self.step_bar.close()
             self.step_bar = None
@@ -153,6 +157,7 @@ class RunLog:
             logger.warning("could not draw loss.png: %s", e)
 
     def close(self) -> None:
+        """Close bars, files and writers; detach the logging handlers."""
         for bar in (self.step_bar, self.epoch_bar):
             if bar is not None:
                 bar.close()

@@ -14,6 +14,7 @@ foreground only) -- the macro F1 / Jaccard of scikit-learn on the flattened labe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -48,12 +49,15 @@ class Metric:
         self.reset()
 
     def reset(self) -> None:
+        """Zero the sums."""
         raise NotImplementedError
 
     def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch."""
         raise NotImplementedError
 
     def compute(self) -> float:
+        """The value over everything added since reset()."""
         raise NotImplementedError
 
 
@@ -158,7 +162,12 @@ class PSNR(Metric):
         return total / n if n else float("nan")
 
 
-def psnr(pred: Tensor, target: Tensor, data_range: float = 2.0, reduction: str = "mean") -> Tensor:
+def psnr(
+    pred: Tensor,
+    target: Tensor,
+    data_range: float = 2.0,
+    reduction: Literal["mean", "none"] = "mean",
+) -> Tensor:
     """Peak signal-to-noise ratio in dB per sample (B,), or its mean. Identical images give inf."""
     if pred.shape != target.shape:
         raise ValueError(

@@ -49,6 +49,7 @@ def run_config(tr: Trainer) -> dict[str, Any]:
 
 
 def describe(tr: Trainer) -> str:
+    """run_config as indented JSON text."""
     return json.dumps(run_config(tr), indent=2)
 
 
