@@ -169,6 +169,8 @@ def psnr(
     reduction: Literal["mean", "none"] = "mean",
 ) -> Tensor:
     """Peak signal-to-noise ratio in dB per sample (B,), or its mean. Identical images give inf."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"psnr: reduction={reduction!r}; allowed: 'mean', 'none'")
     if pred.shape != target.shape:
         raise ValueError(
             f"psnr: pred {tuple(pred.shape)} and target {tuple(target.shape)} must match"
