@@ -496,8 +496,12 @@ class Trainer:
         return time.perf_counter() - self._t0
 
     def _save(self, names: list[str]) -> None:
-        """Write checkpoints/<names[0]> and link the others to it (rank 0; all ranks call)."""
+        """Write one checkpoint folder and link the others to it (rank 0; all ranks call).
+        "last", the folder resume reads, is swapped in after the others: a kill in between
+        leaves a "best" from the future that the resumed run rewrites identically, never a
+        "last" whose best_value disagrees with checkpoints/best."""
         t = time.perf_counter()
+        names = sorted(names, key=lambda name: name == "last")
         state = trainer_state(self)  # gathers every rank's RNG state (a collective)
         if self.dist.is_main:
             ckpt = self.out_dir / "checkpoints"
