@@ -40,7 +40,8 @@ def check_run_dir(out_dir: Path, resume: bool) -> Path | None:
             "a run folder: pass resume=True to continue that run, or choose a new out_dir."
         )
     ckpt_dir = out_dir / "checkpoints"
-    if not _has_checkpoint(ckpt_dir) and set(entries) <= STARTUP_FILES:
+    ours = {e for e in entries if e in STARTUP_FILES or (e.startswith(".") and e.endswith(".tmp"))}
+    if not _has_checkpoint(ckpt_dir) and ours == set(entries):
         # a run killed before its first checkpoint: only what fit() writes at start is there
         logger.warning(
             "out_dir=%r holds a run that never reached a checkpoint: starting it over", str(out_dir)
