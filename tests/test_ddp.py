@@ -3,6 +3,7 @@ the same global batch; only rank 0 writes the run folder; resume works the same.
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -86,6 +87,20 @@ def test_ddp_two_processes_match_single_process_at_same_global_batch(tmp_path):
     # one writer: a single log with each step once
     rows = (tmp_path / "ddp" / "log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows if r.split(",")[2]] == list(range(1, 17))
+
+    # sharded validation (each rank half of val_data, sums all-reduced) equals one process's
+    def val_rows(run):
+        with open(tmp_path / run / "log.csv") as f:
+            return {
+                r["step"]: (float(r["val_loss"]), float(r["val_accuracy"]))
+                for r in csv.DictReader(f)
+                if r["val_loss"]
+            }
+
+    ddp_val, single_val = val_rows("ddp"), val_rows("single")
+    assert list(ddp_val) == list(single_val) == ["8", "16"]
+    for step, (loss, acc) in single_val.items():
+        assert ddp_val[step][0] == pytest.approx(loss, rel=1e-4) and ddp_val[step][1] == acc
     # the epoch-end DDP checkpoint continues in one process (same global batch)
     more = script.run(
         tmp_path / "ddp", resume=True, noise=0.0, dropout=0.0, n=64, batch_size=8, grad_accum=1,
