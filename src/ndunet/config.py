@@ -54,7 +54,7 @@ class TaskConfig:
     type: Literal["diffusion", "supervised"] = "diffusion"
     conditional: bool = False  # diffusion: condition on the data's class labels (enables CFG)
     validate: bool = True  # hold out the data's "val" split for validation
-    test: bool = True  # supervised: evaluate the best checkpoint on the "test" split at the end
+    test: bool = True  # supervised: evaluate the final weights on the "test" split at the end
     head: Literal["dense", "pooled"] = "dense"  # supervised: per-voxel output, or one per sample
 
 
