@@ -12,11 +12,14 @@ Accepted `data` (train and validation alike):
 For everything else the trainer builds the DataLoader with a `ResumableSampler` (a
 DistributedSampler whose per-epoch order is stored in checkpoints, and which can skip the batches a
 resumed epoch already consumed) and a dedicated generator, so creating an iterator never draws from
-the global RNG: that is what keeps resume bit-exact.
+the global RNG: that is what keeps resume bit-exact. With num_workers > 0 each sample is loaded
+under RNGs seeded from (seed, epoch, index) (`SeededSamples`), so random augmentation in workers
+is also reproduced exactly after a resume, whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -102,6 +105,25 @@ def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
     )
 
 
+class SeededSamples(Dataset):
+    """Loads sample i of epoch e with torch, numpy and Python RNGs seeded from (seed, e, i): the
+    random draws of a sample no longer depend on which worker loads it or on what it loaded
+    before. Used for num_workers > 0 (workers own their RNGs, so the main process is unaffected)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        s = hash((self.seed, self.epoch, int(i))) & (2**63 - 1)  # ints hash deterministically
+        torch.manual_seed(s)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+        return self.dataset[i]
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler whose epoch order can be read, restored, and skipped into.
 
@@ -179,6 +201,8 @@ def build_loader(
     dataset = as_dataset(data, name)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"{name}: the dataset is empty")
+    if num_workers > 0:
+        dataset = SeededSamples(dataset, seed)
     sampler = ResumableSampler(dataset, world_size, rank, shuffle, seed, drop_last)
     return DataLoader(
         dataset,

@@ -28,6 +28,7 @@ from ndunet.training.checkpoint import atomic_write_text, link_checkpoint, save_
 from ndunet.training.config import TrainerConfig
 from ndunet.training.data import (
     ResumableSampler,
+    SeededSamples,
     as_dataset,
     build_loader,
     eval_loader,
@@ -282,6 +283,8 @@ class Trainer:
         own = isinstance(loader.sampler, ResumableSampler)
         if own:
             loader.sampler.set_epoch(self.epoch)
+            if isinstance(loader.dataset, SeededSamples):  # workers get a copy at iter()
+                loader.dataset.epoch = self.epoch
             if self.batch_in_epoch > 0 and self._order is not None:  # resumed mid-epoch
                 loader.sampler.order = self._order
             loader.sampler.skip = self.batch_in_epoch * self.loader.batch_size
