@@ -34,7 +34,7 @@ class TrainerConfig:
     epochs: int = 10
     max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
     batch_size: int = 64
-    seed: int = 0
+    seed: int = 0  # fit() seeds torch, numpy and random with seed + rank (data order: seed + epoch)
     # optimisation
     lr: float = 1e-3
     optimizer: Optimizer = "adamw"
@@ -49,7 +49,7 @@ class TrainerConfig:
     amp: Amp = "none"
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), or any torch device string
     # data
-    num_workers: int = 0
+    num_workers: int = 0  # > 0: each sample loads under RNGs seeded by (seed, epoch, index)
     shuffle: bool = True
     drop_last: bool = False
     # validation, best checkpoint
