@@ -32,7 +32,7 @@ class TrainerConfig:
 
     out_dir: str = "runs/ndunet"
     epochs: int = 10
-    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
+    max_steps: int = 0  # stop after this many optimizer steps; also the cosine length (0: epochs)
     batch_size: int = 64
     seed: int = 0  # fit() seeds torch, numpy and random with seed + rank (data order: seed + epoch)
     # optimisation
