@@ -37,7 +37,7 @@ def main(tiny: bool = False, out: str | None = None, guidance: float = 2.0) -> d
         num_classes=10,
     )
     diffusion = Diffusion(unet, prediction="v", loss_weighting="min_snr", cond_drop_prob=0.1)
-    steps = 2 if tiny else 3000
+    steps = 2 if tiny else 800
     trainer = DiffusionTrainer(
         diffusion,
         train,

@@ -63,7 +63,7 @@ def main(tiny: bool = False, out: str | None = None) -> dict[str, object]:
             digits("train"),  # (N, 1, 8, 8) in [-1, 1]
             (8, 16) if tiny else (32, 64),
             (False, True),
-            2 if tiny else 2000,
+            2 if tiny else 1000,
             folder,
             tiny,
         ),
@@ -72,7 +72,7 @@ def main(tiny: bool = False, out: str | None = None) -> dict[str, object]:
             faces("all", size=8 if tiny else 24),  # (200, 1, 24, 24) in [-1, 1]
             (8, 16) if tiny else (32, 64, 128),
             (False, True) if tiny else (False, False, True),
-            2 if tiny else 2000,
+            2 if tiny else 1000,
             folder,
             tiny,
         ),

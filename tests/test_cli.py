@@ -126,7 +126,7 @@ def test_python_m_ndunet_and_config_errors_exit_2_without_traceback(tmp_path):
     ("override", "key"),
     [
         ("trainer.lr=fast", "trainer.lr"),
-        ("model.channels=[8]", "model"),  # UNetConfig's own check: >= 2 levels
+        ("model.channels=[8]", "model.channels"),  # UNetConfig's own check: >= 2 levels
         ("data.path=x", "data.path"),
         ("diffusion.prediction=noise", "diffusion"),
     ],
@@ -136,6 +136,8 @@ def test_bad_values_exit_2_naming_the_key(tiny_config, override, key, capsys, tm
     err = capsys.readouterr().err
     assert code == 2
     assert key in err and "config error" in err
+    if key.count(".") == 1:  # errors about one key name the --set item that set it
+        assert f"--set {override}" in err
 
 
 def test_train_sample_and_outputs(diffusion_run, tmp_path, capsys):

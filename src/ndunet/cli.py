@@ -72,7 +72,7 @@ def build_model(cfg: RunConfig, data: Any) -> Any:
                 cfg.source, "data", f"dataset {cfg.data.name!r} has no targets to learn"
             )
         values.setdefault("out_channels", data.out_channels)
-    unet = UNet.from_config(build_section(cfg.source, "model", UNetConfig, values))
+    unet = UNet.from_config(build_section(cfg.source, "model", UNetConfig, values, cfg.where))
     if cfg.task.type == "supervised" and cfg.task.head == "pooled":
         return pooled_head(unet)
     return unet

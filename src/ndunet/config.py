@@ -80,6 +80,11 @@ class RunConfig:
     diffusion: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     source: str = "<config>"
+    origins: dict[str, str] = field(default_factory=dict)  # "section.key" -> "--set ..." item
+
+    def where(self, section: str, key: str) -> tuple[str, None]:
+        """Where ``section.key`` was set: the ``--set`` item, else the config file."""
+        return self.origins.get(f"{section}.{key}", self.source), None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-ready sections (round-trips through :func:`parse_config`)."""
@@ -202,7 +207,8 @@ def parse_config(
     trainer = _check_keys(raw.get("trainer", {}), "trainer", TrainerConfig, where)
     build_section(source, "trainer", TrainerConfig, trainer, where)  # its range checks, now
     data = _check_data(dict(raw.get("data", {})), where)
-    return RunConfig(task, data, model, diffusion, trainer, source)
+    sources = {key: src for key, (src, _) in origins.items()}
+    return RunConfig(task, data, model, diffusion, trainer, source, sources)
 
 
 def _check_section_name(section: str, source: str) -> None:
