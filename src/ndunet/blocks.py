@@ -11,13 +11,13 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ndunet.functional import interpolate_nd
 from ndunet.layers.activation import ActivationSpec, activation
 from ndunet.layers.attention import CBAM, AttentionGate, PositionEmbedding, SelfAttention
 from ndunet.layers.conv import conv, conv_transpose
 from ndunet.layers.norm import norm as make_norm
 from ndunet.layers.pool import avg_pool, max_pool
 from ndunet.layers.registry import lookup
-from ndunet.layers.resample import upsample
 
 __all__ = [
     "AttentionGate",
@@ -186,6 +186,26 @@ class Downsample(nn.Module):
         return self.op(x)
 
 
+class Resize2x(nn.Module):
+    """Nearest/linear interpolation to exactly twice every spatial size.
+
+    The output size is passed explicitly (the same numbers as ``scale_factor=2``), which keeps
+    the size arithmetic in Python ints: no tensor-valued sizes, so torch.compile sees no graph
+    break here.
+    """
+
+    def __init__(self, mode: Literal["nearest", "linear"] = "nearest") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = tuple(2 * s for s in x.shape[2:])
+        return interpolate_nd(x, size=size, mode=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
 class Upsample(nn.Module):
     """Double every spatial size: a 2-wide stride-2 transposed conv, or nearest/linear
     interpolation followed by a 3-wide conv (no checkerboard artefacts,
@@ -205,7 +225,7 @@ class Upsample(nn.Module):
             self.op: nn.Module = conv_transpose(spatial_dims, channels, channels, 2, stride=2)
         else:
             self.op = nn.Sequential(
-                upsample(spatial_dims, scale_factor=2, mode=self.mode),  # type: ignore[arg-type]
+                Resize2x(self.mode),  # type: ignore[arg-type]
                 conv(spatial_dims, channels, channels, 3, padding=1, padding_mode=padding_mode),
             )
 
