@@ -523,13 +523,13 @@ class Trainer:
         self.timings["checkpoint"] += time.perf_counter() - t
 
     def _prune_epochs(self) -> None:
+        """Keep the newest `keep_last` per-epoch checkpoints (the only deletion the engine does)."""
         if not self.dist.is_main:
             return
         import shutil
 
         ckpt = self.out_dir / "checkpoints"
-        epochs = sorted(
-            (p for p in ckpt.glob("epoch-*") if p.is_dir()), key=lambda p: int(p.name[6:])
-        )
+        ours = (p for p in ckpt.glob("epoch-*") if p.is_dir() and p.name[6:].isdigit())
+        epochs = sorted(ours, key=lambda p: int(p.name[6:]))
         for p in epochs[: max(0, len(epochs) - self.config.keep_last)]:
             shutil.rmtree(p)
