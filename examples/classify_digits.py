@@ -43,7 +43,7 @@ def main(tiny: bool = False, out: str | None = None) -> dict[str, float]:
         loss="cross_entropy",
         metrics=["accuracy"],
         out_dir=out or f"runs/classify_digits-{time.strftime('%Y%m%d-%H%M%S')}",
-        epochs=1 if tiny else 20,
+        epochs=1 if tiny else 10,
         max_steps=3 if tiny else 0,
         batch_size=64,
         lr=2e-3,
