@@ -129,6 +129,7 @@ def test_python_m_ndunet_and_config_errors_exit_2_without_traceback(tmp_path):
         ("model.channels=[8]", "model.channels"),  # UNetConfig's own check: >= 2 levels
         ("data.path=x", "data.path"),
         ("diffusion.prediction=noise", "diffusion"),
+        ("data.normalize=unitt", "data.normalize"),  # the dataset's own check, located
     ],
 )
 def test_bad_values_exit_2_naming_the_key(tiny_config, override, key, capsys, tmp_path):

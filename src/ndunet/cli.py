@@ -37,10 +37,14 @@ def build_datasets(cfg: RunConfig) -> dict[str, Any]:
         splits.append("test")
     out = {}
     for split in splits:
-        try:
-            data = load_dataset(cfg.data.name, split=split, **cfg.data.options)
-        except (ValueError, TypeError, OSError) as e:
-            raise ConfigError(cfg.source, "data", str(e)) from None
+
+        def load(split: str = split, **options: Any) -> Any:
+            try:
+                return load_dataset(cfg.data.name, split=split, **options)
+            except OSError as e:  # unreadable files: reported like bad values
+                raise ValueError(str(e)) from None
+
+        data = build_section(cfg.source, "data", load, cfg.data.options, cfg.where)
         if len(data) or split == "train":
             out[split] = data
     if not len(out["train"]):
