@@ -1,0 +1,305 @@
+"""Forward+backward time and peak memory of ndunet's exact N-D convolutions (N >= 4) vs references.
+
+Rows, for each workload, all in one run on CPU:
+
+* ours: ``ndunet.layers.ConvNd`` / ``ConvTransposeNd`` (bias on), fed a standard contiguous input;
+* (a) the practical ceiling: one ``conv3d`` (``conv_transpose3d``) doing exactly the same
+  multiply-adds, handed its input already folded (the leading axes' kernel taps stacked as
+  channels, their frames as batch), so it pays nothing for the fold. Timed in torch's default
+  layout and in ``channels_last_3d`` (faster with oneDNN on CPU); the faster one is the ceiling;
+* (b) the straightforward per-frame implementation of the pytorch_convNd project
+  (https://github.com/pvjosue/pytorch_convNd): loops over output frames and kernel taps of the
+  first axis, recursing down to ``conv3d`` calls (written here, not copied).
+
+Timing: calls of all implementations are interleaved (one fwd+bwd of each per round, after a
+warm-up), so load from other processes on a shared machine hits them alike; the median over
+rounds is reported. Gradients of input, weight and bias are computed by every implementation.
+
+Peak memory: tracemalloc cannot see torch's allocations, and the process's max RSS only grows
+(and includes allocator caching). Instead one extra fwd+bwd per implementation runs under
+``torch.profiler`` with ``profile_memory=True``; every allocation and free of torch's CPU
+allocator is recorded with the allocator's running total, and the peak of that total minus its
+value at the start is reported: the most bytes of tensors alive at once during fwd+bwd, on top
+of the inputs and parameters that already existed. oneDNN's internal scratch space is allocated
+through torch's allocator as well (so it is counted for every row alike). A self-check of the
+method runs first.
+
+    PYTHONPATH=src python benchmarks/conv_nd.py [--rounds 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from ndunet.layers import ConvNd, ConvTransposeNd
+
+# ----------------------------------------------------------------------------------------------
+# (b): the per-frame reference (pytorch_convNd's approach)
+# ----------------------------------------------------------------------------------------------
+
+
+def per_frame_conv(x: torch.Tensor, w: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
+    """Stride-1 N-D cross-correlation: one (N-1)-D conv per (output frame, tap) of axis 0."""
+    if x.dim() == 5:
+        return F.conv3d(x, w, None, 1, tuple(padding))
+    p0, k0, length = padding[0], w.shape[2], x.shape[2]
+    xs, ws = (
+        x.unbind(2),
+        w.unbind(2),
+    )  # one unbind: its backward is one stack, not a scatter per use
+    frames = []
+    for t in range(length + 2 * p0 - k0 + 1):
+        acc = None
+        for k in range(k0):
+            i = t + k - p0  # input frame under tap k
+            if 0 <= i < length:
+                r = per_frame_conv(xs[i], ws[k], padding[1:])  # (B, O, *rest')
+                acc = r if acc is None else acc + r
+        frames.append(acc)
+    return torch.stack(frames, 2)  # (B, O, L0', *rest')
+
+
+def per_frame_conv_transpose(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
+    """N-D transposed conv (stride <= kernel, no padding): one (N-1)-D call per (frame, tap)."""
+    if x.dim() == 5:
+        return F.conv_transpose3d(x, w, None, stride)
+    k0, length = w.shape[2], x.shape[2]
+    xs, ws = x.unbind(2), [t.contiguous() for t in w.unbind(2)]
+    frames: list[torch.Tensor | None] = [None] * ((length - 1) * stride + k0)
+    for i in range(length):
+        for k in range(k0):
+            r = per_frame_conv_transpose(xs[i], ws[k], stride)  # (B, O, *rest')
+            t = i * stride + k  # output frame this tap lands on
+            frames[t] = r if frames[t] is None else frames[t] + r
+    return torch.stack(frames, 2)  # (B, O, L0', *rest')
+
+
+# ----------------------------------------------------------------------------------------------
+# workloads: every implementation is a closure running one fwd+bwd from fresh gradients
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Impl:
+    name: str
+    step: Callable[[], None]
+    times: list[float] = field(default_factory=list)
+    peak: int = 0
+
+
+def _leaf(*shape: int, channels_last: bool = False) -> torch.Tensor:
+    t = torch.randn(*shape)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last_3d)
+    return t.requires_grad_()
+
+
+def _step(out_fn: Callable[[], torch.Tensor], grad: torch.Tensor, leaves: list) -> Callable:
+    def step() -> None:
+        for t in leaves:
+            t.grad = None
+        out_fn().backward(grad)
+
+    return step
+
+
+def _check_same(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    """Ours and the per-frame reference must compute the same numbers before we time them."""
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def conv_impls(n: int, batch: int, ch: int, size: int) -> list[Impl]:
+    """ConvNd kernel 3, padding 1, stride 1 on (batch, ch, size^n) and its references."""
+    torch.manual_seed(0)
+    m = n - 3  # leading axes folded
+    layer = ConvNd(n, ch, ch, 3, padding=1)
+    x = _leaf(batch, ch, *[size] * n)
+    g = torch.randn(batch, ch, *[size] * n)
+    impls = [Impl("ours", _step(lambda: layer(x), g, [x, *layer.parameters()]))]
+    for cl in (False, True):
+        xa = _leaf(batch * size**m, ch * 3**m, size, size, size, channels_last=cl)
+        wa, ba = _leaf(ch, ch * 3**m, 3, 3, 3), _leaf(ch)
+        ga = torch.randn(batch * size**m, ch, size, size, size)
+        if cl:
+            ga = ga.contiguous(memory_format=torch.channels_last_3d)
+
+        def fa(xa=xa, wa=wa, ba=ba) -> torch.Tensor:
+            return F.conv3d(xa, wa, ba, 1, 1)
+
+        name = "(a) conv3d, channels_last_3d" if cl else "(a) conv3d, default layout"
+        impls.append(Impl(name, _step(fa, ga, [xa, wa, ba])))
+    wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
+
+    def fb() -> torch.Tensor:
+        return per_frame_conv(x, wb, [1] * n) + bb.view(1, -1, *[1] * n)
+
+    _check_same(layer(x), fb())
+    impls.append(Impl("(b) per-frame loop", _step(fb, g, [x, wb, bb])))
+    return impls
+
+
+def conv_transpose_impls(n: int, batch: int, ch: int, size: int) -> list[Impl]:
+    """ConvTransposeNd kernel 2, stride 2 (a U-Net's upsampling) from size^n to (2 size)^n."""
+    torch.manual_seed(0)
+    m = n - 3
+    layer = ConvTransposeNd(n, ch, ch, 2, stride=2)
+    x = _leaf(batch, ch, *[size] * n)
+    g = torch.randn(batch, ch, *[2 * size] * n)
+    impls = [Impl("ours", _step(lambda: layer(x), g, [x, *layer.parameters()]))]
+    for cl in (False, True):
+        xa = _leaf(batch * size**m, ch, size, size, size, channels_last=cl)
+        wa, ba = _leaf(ch, ch * 2**m, 2, 2, 2), _leaf(ch * 2**m)
+        ga = torch.randn(batch * size**m, ch * 2**m, *[2 * size] * 3)
+        if cl:
+            ga = ga.contiguous(memory_format=torch.channels_last_3d)
+
+        def fa(xa=xa, wa=wa, ba=ba) -> torch.Tensor:
+            return F.conv_transpose3d(xa, wa, ba, 2)
+
+        name = "(a) conv_transpose3d, channels_last_3d" if cl else "(a) conv_transpose3d, default"
+        impls.append(Impl(name, _step(fa, ga, [xa, wa, ba])))
+    wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
+
+    def fb() -> torch.Tensor:
+        return per_frame_conv_transpose(x, wb, 2) + bb.view(1, -1, *[1] * n)
+
+    _check_same(layer(x), fb())
+    impls.append(Impl("(b) per-frame loop", _step(fb, g, [x, wb, bb])))
+    return impls
+
+
+# ----------------------------------------------------------------------------------------------
+# measurement
+# ----------------------------------------------------------------------------------------------
+
+
+def _allocations(prof: profile) -> list:
+    """The allocator events recorded by the profiler, in time order."""
+    found = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if hasattr(node.extra_fields, "alloc_size"):
+            found.append(node)
+        stack.extend(node.children)
+    return sorted(found, key=lambda e: e.start_time_ns)
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Most bytes of torch CPU tensors alive at once while ``fn`` runs, above the start level."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = _allocations(prof)
+    if not events:
+        return 0
+    start = events[0].extra_fields.total_allocated - events[0].extra_fields.alloc_size
+    return max(e.extra_fields.total_allocated for e in events) - start
+
+
+def check_peak_method() -> None:
+    """The method must see a freed 40 MB block as the peak, not the 30 MB alive at the end."""
+    keep = []
+
+    def fn() -> None:
+        a = torch.ones(10_000_000)  # 40 MB
+        del a
+        keep.append(torch.ones(5_000_000))  # 20 MB
+        keep.append(torch.ones(2_500_000))  # 10 MB
+
+    got = peak_bytes(fn)
+    if got != 40_000_000:
+        raise RuntimeError(f"peak-memory method self-check failed: {got} bytes, expected 40 MB")
+
+
+def measure(impls: list[Impl], rounds: int) -> None:
+    for impl in impls:  # warm-up: oneDNN primitive creation, allocator
+        impl.step()
+    for r in range(rounds):
+        order = impls[r % len(impls) :] + impls[: r % len(impls)]  # rotate who goes first
+        for impl in order:
+            t0 = time.perf_counter()
+            impl.step()
+            impl.times.append(time.perf_counter() - t0)
+    for impl in impls:
+        impl.peak = peak_bytes(impl.step)
+
+
+@dataclass
+class Result:
+    title: str
+    impls: list[Impl]
+
+    def get(self, prefix: str) -> Impl:
+        return next(i for i in self.impls if i.name.startswith(prefix))
+
+    def median(self, impl: Impl) -> float:
+        return statistics.median(impl.times)
+
+    def ceiling(self) -> Impl:
+        return min((i for i in self.impls if i.name.startswith("(a)")), key=self.median)
+
+
+def print_result(res: Result) -> None:
+    ours = res.get("ours")
+    print(f"\n{res.title}")
+    print(f"  {'':40s} {'median ms':>10s} {'min ms':>8s} {'peak MiB':>9s} {'ours/this':>10s}")
+    for impl in res.impls:
+        ratio = res.median(ours) / res.median(impl)
+        print(
+            f"  {impl.name:40s} {1e3 * res.median(impl):10.1f} {1e3 * min(impl.times):8.1f} "
+            f"{impl.peak / 2**20:9.1f} {ratio:10.2f}"
+        )
+
+
+def print_summary(results: list[Result]) -> None:
+    print("\nSummary (time: median fwd+bwd; targets: <= 1.3x of (a), <= 1x of (b), mem <= 2x (b))")
+    head = f"  {'workload':44s} {'ours/(a)':>9s} {'ours/(b)':>9s} {'mem ours/(b)':>13s}  targets"
+    print(head)
+    for res in results:
+        ours, a, b = res.get("ours"), res.ceiling(), res.get("(b)")
+        ta, tb = res.median(ours) / res.median(a), res.median(ours) / res.median(b)
+        mb = ours.peak / max(b.peak, 1)
+        ok = "met" if ta <= 1.3 and tb <= 1.0 and mb <= 2.0 else "MISSED"
+        print(f"  {res.title:44s} {ta:9.2f} {tb:9.2f} {mb:13.2f}  {ok}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    check_peak_method()
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds, float32, CPU; "
+        f"load average at start {os.getloadavg()[0]:.1f} (a shared machine: numbers are noisy)"
+    )
+    workloads = [
+        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 p1", conv_impls, (4, 2, 16, 16)),
+        ("ConvNd 4-D, B=8, 16->16 ch, 8^4, k3 p1", conv_impls, (4, 8, 16, 8)),
+        ("ConvNd 5-D, B=2, 8->8 ch, 6^5, k3 p1", conv_impls, (5, 2, 8, 6)),
+        ("ConvTransposeNd 4-D, B=2, 16 ch, 8^4->16^4", conv_transpose_impls, (4, 2, 16, 8)),
+        ("ConvTransposeNd 4-D, B=8, 16 ch, 4^4->8^4", conv_transpose_impls, (4, 8, 16, 4)),
+        ("ConvTransposeNd 5-D, B=2, 8 ch, 4^5->8^5", conv_transpose_impls, (5, 2, 8, 4)),
+    ]
+    results = []
+    for title, build, (n, batch, ch, size) in workloads:
+        impls = build(n, batch, ch, size)
+        measure(impls, args.rounds)
+        results.append(Result(title, impls))
+        print_result(results[-1])
+    print_summary(results)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
