@@ -7,7 +7,8 @@
   distance for held-out real digits (about 1: as close as new real digits; much less than 1:
   copies of training digits; much more: off the data manifold);
 * a Frechet distance between samples and held-out real digits in a 24-D PCA space of the
-  training digits (FID computed on PCA features instead of Inception features).
+  training digits (FID computed on PCA features instead of Inception features), from 200
+  samples; 200 real training digits score about 0.2 (the floor at that sample size).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class DigitsJudge:
     def _nn_dist(self, x: np.ndarray) -> np.ndarray:
         return self.nn.kneighbors(x.reshape(len(x), -1))[0][:, 0]
 
-    def score(self, samples: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
-        """Metrics of ``samples`` (N, 8, 8) in [0, 1] (clipped here)."""
+    def score(
+        self, samples: np.ndarray, labels: np.ndarray | None = None, fd_n: int = 200
+    ) -> dict[str, float]:
+        """Metrics of ``samples`` (N, 8, 8) in [0, 1] (clipped here). The Frechet distance uses the
+        first ``fd_n`` samples only: its bias grows as 1/n, so rows compare at equal n."""
         x = np.clip(samples.reshape(len(samples), -1), 0.0, 1.0)
         prob = self.clf.predict_proba(x)
         pred = prob.argmax(1)
@@ -82,7 +86,7 @@ class DigitsJudge:
             "entropy": float(-(nz * np.log(nz)).sum() / np.log(10)),
             "nn_ratio": float(nn_d.mean() / self.heldout_nn),
             "fd_pca": _frechet(
-                self.pca.transform(x),
+                self.pca.transform(x[:fd_n]),
                 self.pca.transform(self.x_heldout.reshape(len(self.x_heldout), -1)),
             ),
         }

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"judge: SVM held-out accuracy {judge.heldout_accuracy:.3f}")
     print(header() + f"  {'sample s':>8}")
     print(format_row("real held-out digits", judge.score(xh, yh)))
+    print(format_row("real training digits", judge.score(xt[:400], yt[:400])))
 
     scale = 1.0 if args.unconditional else args.guidance_scale
     for spec in args.samplers.split(","):

@@ -106,7 +106,7 @@ CASES = [
 ]
 
 
-def _check(diffusion, shape, sampler, steps, eta, abar, batch=4096):
+def _check(diffusion, shape, sampler, steps, eta, abar, batch=2048):
     mu = data_mean(shape)
     g = torch.Generator().manual_seed(1234)
     x = diffusion.sample(
@@ -115,7 +115,7 @@ def _check(diffusion, shape, sampler, steps, eta, abar, batch=4096):
     assert x.shape == (batch, *shape) and x.dtype == torch.float32
     mean = x.mean(0)
     std = float((x - mean).pow(2).mean().sqrt())
-    assert float((mean - mu).abs().max()) < 0.025, "sample mean differs from the data mean"
+    assert float((mean - mu).abs().max()) < 0.03, "sample mean differs from the data mean"
     want = expected_std(sampler, steps, abar, eta)
     assert std == pytest.approx(want, rel=0.02)
     if steps >= 1000:
@@ -125,9 +125,14 @@ def _check(diffusion, shape, sampler, steps, eta, abar, batch=4096):
         assert 0.7 * S < want <= S * 1.001
 
 
-@pytest.mark.parametrize("shape_id", list(SHAPES))
+# 1000-step runs are the slow ones: they run on the 4-D shape only (the hardest for N-D code).
+GRID = [(shape, case) for shape in SHAPES for case in CASES if case[1] < 1000 or shape == "4d"]
+
+
 @pytest.mark.parametrize(
-    ("sampler", "steps", "eta"), CASES, ids=[f"{s}-{n}-eta{e}" for s, n, e in CASES]
+    ("shape_id", "sampler", "steps", "eta"),
+    [(shape, *case) for shape, case in GRID],
+    ids=[f"{shape}-{s}-{n}-eta{e}" for shape, (s, n, e) in GRID],
 )
 def test_optimal_eps_denoiser(shape_id, sampler, steps, eta):
     shape = SHAPES[shape_id]
