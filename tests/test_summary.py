@@ -10,6 +10,16 @@ from ndunet.summary import summary
 from ndunet.unet import UNet
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread. On a shared, loaded CPU two spinning OpenMP threads make
+    these small ops up to 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_sequential_rows_match_closed_form(capsys: pytest.CaptureFixture[str]) -> None:
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),

@@ -52,31 +52,31 @@ class UNetConfig:
     spatial_dims: int
     in_channels: int
     out_channels: int
-    channels: tuple[int, ...] = (32, 64, 128, 256)
-    num_res_blocks: int | tuple[int, ...] = 2
-    attention_levels: tuple[bool | str, ...] | None = None
-    bottleneck_attention: bool | str | None = None
-    attention_type: Literal["self", "cbam"] = "self"
-    attention_head_dim: int = 32
-    pos_embedding: Literal["sinusoidal"] | None = None
-    attention_gates: bool = False
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # width per level, >= 2 levels, any order
+    num_res_blocks: int | tuple[int, ...] = 2  # encoder blocks per level (int or per level)
+    attention_levels: tuple[bool | str, ...] | None = None  # per level: bool, "self", "cbam"
+    bottleneck_attention: bool | str | None = None  # None: as the deepest attended level
+    attention_type: Literal["self", "cbam"] = "self"  # what True means above
+    attention_head_dim: int = 32  # channels per self-attention head
+    pos_embedding: Literal["sinusoidal"] | None = None  # N-D position code in self-attention
+    attention_gates: bool = False  # gate skips (https://arxiv.org/abs/1804.03999)
     time_embedding: bool = False
-    time_embed_dim: int | None = None
-    num_classes: int | None = None
-    block: Literal["residual", "plain"] = "residual"
+    time_embed_dim: int | None = None  # None: 4 * channels[0]
+    num_classes: int | None = None  # K classes + null id K (classifier-free guidance)
+    block: Literal["residual", "plain"] = "residual"  # plain: conv-norm-act (classic U-Net)
     kernel_size: int = 3
     norm: Any = "group"
-    num_groups: int = 32
+    num_groups: int = 32  # for norm="group", lowered to a divisor of the channels
     activation: ActivationSpec = "silu"
     dropout: float = 0.0
-    dropout_in: Literal["all", "encoder", "decoder"] = "all"
+    dropout_in: Literal["all", "encoder", "decoder"] = "all"  # encoder includes the bottleneck
     downsample: Literal["conv", "max", "avg"] = "conv"
     upsample: Literal["transpose", "nearest", "linear"] = "nearest"
-    skip_connections: Literal["block", "level"] = "block"
-    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"
-    input_pad_mode: Literal["zeros", "reflect", "replicate", "circular"] = "replicate"
+    skip_connections: Literal["block", "level"] = "block"  # see UNet
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"  # convolutions
+    input_pad_mode: Literal["zeros", "reflect", "replicate", "circular"] = "replicate"  # odd sizes
     gradient_checkpointing: bool = False
-    custom_in_layer: bool = False
+    custom_in_layer: bool = False  # set by UNet(in_layer=...); the module itself is not JSON
     custom_out_layer: bool = False
 
     def __post_init__(self) -> None:
