@@ -77,7 +77,7 @@ def test_channels_last_save_pretrained(tmp_path) -> None:
     torch.testing.assert_close(UNet.from_pretrained(tmp_path).eval()(x, *INPUTS), model(x, *INPUTS))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_cpu(dtype: torch.dtype) -> None:
     model = _model()
     x = torch.randn(2, 2, 8, 8)
