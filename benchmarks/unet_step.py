@@ -8,7 +8,9 @@ embedding + MLP, GroupNorm(32) + SiLU, strided-conv down, nearest+conv up. Extra
 environment, e.g. /work/main/.bench-env); missing ones are reported, not fatal.
 
 Steps of all models are interleaved (one step of each per round), so load from other processes
-on a shared machine hits them alike; the table reports the median step time.
+on a shared machine hits them alike; the table reports the median step time. On a loaded
+shared CPU, ``--threads 1`` gives steadier (and often faster) numbers: spinning OpenMP threads
+of an oversubscribed pool cost more than they add.
 
     PYTHONPATH=src python benchmarks/unet_step.py [--rounds 6] [--device cuda --amp bf16]
 """
