@@ -3,7 +3,7 @@
 The seed project's MNIST example, on scikit-learn's embedded 8x8 digits (no download): the U-Net
 maps (B, 1, 8, 8) to ten output maps and the head averages each map to one logit.
 
-    python examples/classify_digits.py           # about a minute on 2 CPU cores
+    python examples/classify_digits.py           # a few minutes on 2 CPU cores
     python examples/classify_digits.py --tiny    # seconds (what the test suite runs)
 """
 

@@ -5,7 +5,7 @@ class, so the same network is also unconditional. Sampling mixes the two predict
 guidance scale w: out = uncond + w * (cond - uncond) (Ho & Salimans 2022,
 https://arxiv.org/abs/2207.12598). An SVM trained on real digits checks the rows.
 
-    python examples/conditional_digits.py           # ~5 minutes on 2 CPU cores
+    python examples/conditional_digits.py           # a few minutes on 2 CPU cores
     python examples/conditional_digits.py --tiny    # seconds
 """
 

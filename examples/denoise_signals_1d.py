@@ -47,12 +47,12 @@ def main(tiny: bool = False, out: str | None = None) -> dict[str, object]:
         spatial_dims=1,
         in_channels=1,
         out_channels=1,
-        channels=(8, 16) if tiny else (32, 64, 128),
+        channels=(8, 16) if tiny else (32, 64),
         num_res_blocks=1 if tiny else 2,
         time_embedding=True,
     )
     diffusion = Diffusion(unet, prediction="v", loss_weighting="min_snr")
-    steps = 2 if tiny else 2500
+    steps = 2 if tiny else 800
     trainer = DiffusionTrainer(
         diffusion,
         data,

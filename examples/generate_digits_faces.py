@@ -4,7 +4,7 @@ The seed project's CIFAR example, on data that needs no download: scikit-learn's
 scikit-image's 200 LFW faces (resized to 24x24). One unconditional diffusion U-Net per dataset;
 each writes a sample grid next to a grid of real images.
 
-    python examples/generate_digits_faces.py             # ~10 minutes on 2 CPU cores
+    python examples/generate_digits_faces.py             # 10-20 minutes on 2 CPU cores
     python examples/generate_digits_faces.py --tiny      # seconds
 """
 
