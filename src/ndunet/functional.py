@@ -15,6 +15,7 @@ computes the same numbers as the true N-D operation:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -604,10 +605,7 @@ def _out_sizes(
         )
     if any(s <= 0 for s in scales):
         raise ValueError(f"scale_factor={scale_factor!r} must be positive on every axis")
-    sizes = tuple(
-        int(torch.tensor(s0 * s, dtype=torch.float64).floor())
-        for s0, s in zip(input.shape[2:], scales)
-    )
+    sizes = tuple(math.floor(s0 * s) for s0, s in zip(input.shape[2:], scales))
     if any(s < 1 for s in sizes):
         raise ValueError(f"scale_factor={scale_factor!r} gives an empty output size {sizes}")
     return sizes, scales
