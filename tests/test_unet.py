@@ -386,3 +386,23 @@ def test_bad_construction(kwargs: dict, error: type, match: str) -> None:
     base = {"channels": (4, 8, 8)}
     with pytest.raises(error, match=match):
         UNet(2, 1, 1, **{**base, **kwargs})
+
+
+def test_from_pretrained_reads_a_trainer_checkpoint(tmp_path) -> None:
+    from ndunet import Diffusion
+    from ndunet.training import DiffusionTrainer
+
+    model = UNet(2, 1, 1, channels=(8, 16), time_embedding=True, num_groups=4)
+    trainer = DiffusionTrainer(
+        Diffusion(model, timesteps=20),
+        torch.randn(8, 1, 8, 8),
+        out_dir=tmp_path / "run",
+        epochs=1,
+        batch_size=4,
+        progress=False,
+        plot=False,
+    )
+    trainer.fit()
+    loaded = UNet.from_pretrained(tmp_path / "run" / "checkpoints" / "last")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -390,6 +390,11 @@ class UNet(nn.Module):
             raise FileNotFoundError(f"no {CONFIG_NAME} in {os.fspath(directory)!r}")
         with open(config_path) as f:
             data = json.load(f)
+        if data.get("format") == "ndunet-checkpoint":  # a trainer checkpoint folder
+            model_entry = data.get("model") or {}
+            if model_entry.get("type") != "UNet":
+                raise ValueError(f"{config_path} holds no UNet config (model={model_entry!r})")
+            data = dict(model_entry["config"])
         cls_name = data.pop("_class", "UNet")
         if cls_name != "UNet":
             raise ValueError(f"{config_path} describes a {cls_name!r}, not a UNet")
