@@ -4,6 +4,7 @@ from TOML)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -105,6 +106,10 @@ class TrainerConfig:
                 raise ValueError(f"TrainerConfig.{name}={value!r}; must be a number >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainerConfig.ema_decay={self.ema_decay!r}; must be in [0, 1)")
+        if isinstance(self.out_dir, os.PathLike):  # keep the config JSON-ready
+            self.out_dir = os.fspath(self.out_dir)
+        if not isinstance(self.out_dir, str) or not self.out_dir:
+            raise TypeError(f"TrainerConfig.out_dir={self.out_dir!r}; must be a path")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if len(self.betas) != 2:
             raise ValueError(f"TrainerConfig.betas={self.betas!r}; must be two numbers")
