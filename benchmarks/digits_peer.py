@@ -57,7 +57,9 @@ def ddim_sample(unet: nn.Module, scheduler, labels: torch.Tensor, steps: int, se
     return x
 
 
-def run_peer(judge, x, seconds: float, n: int, seed: int, grid: Path, width: int = 32) -> None:
+def run_peer(
+    judge, x, seconds: float, n: int, seed: int, grid: Path, width: int = 32, max_steps: int = 0
+) -> None:
     from digits_eval import format_row
     from digits_quality import save_grid, to_unit, train
 
@@ -66,7 +68,7 @@ def run_peer(judge, x, seconds: float, n: int, seed: int, grid: Path, width: int
     y = torch.from_numpy(judge.y_train).long()
     unet, scheduler = build_peer(width)
     n_params = sum(p.numel() for p in unet.parameters())
-    ema, steps = train(PeerLoss(unet, scheduler), unet, x, y, seconds, 128, 2e-3, 0.999)
+    ema, steps = train(PeerLoss(unet, scheduler), unet, x, y, seconds, 64, 2e-3, 0.999, max_steps)
     labels = torch.arange(n) % 10
     t0 = time.perf_counter()
     with eval_mode(ema.module):

@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timesteps", type=int, default=1000)
     p.add_argument("--unconditional", action="store_true", help="no class labels, no guidance")
     p.add_argument("--cond-drop-prob", type=float, default=0.1)
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", type=float, default=1.5)
+    p.add_argument(
+        "--extra-guidance", default="", help="comma list of more guidance scales (DDIM 50 rows)"
+    )
     p.add_argument("--n-samples", type=int, default=400)
     p.add_argument(
         "--samplers",
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=Path, default=Path("digits_samples.png"))
     p.add_argument("--peer", action="store_true", help="also train diffusers' UNet2DModel")
+    p.add_argument("--peer-only", action="store_true", help="skip ndunet (e.g. with --max-steps)")
     args = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured
 
@@ -136,6 +140,21 @@ def main(argv: list[str] | None = None) -> None:
     y = None if args.unconditional else torch.from_numpy(yt).long()
     num_classes = None if args.unconditional else 10
 
+    if args.peer_only:
+        from digits_peer import run_peer
+
+        print(header() + f"  {'sample s':>8}")
+        run_peer(
+            judge,
+            x,
+            args.minutes * 60,
+            args.n_samples,
+            args.seed,
+            args.grid,
+            args.width,
+            args.max_steps,
+        )
+        return
     network = build_unet(args.width, num_classes)
     n_params = sum(p.numel() for p in network.parameters())
     diffusion = Diffusion(
@@ -195,10 +214,23 @@ def main(argv: list[str] | None = None) -> None:
             print(format_row(f"ndunet {tag} {spec}", row, f"{secs:8.1f}"))
             if tag == "ema" and spec == "ddim:50":  # labels cycle 0..9: one class per column
                 save_grid(imgs, args.grid, f"ndunet, {args.minutes:g} min CPU, DDIM 50")
+    for w in [float(v) for v in args.extra_guidance.split(",") if v]:
+        labels = torch.arange(args.n_samples) % 10
+        out = diffusion.sample(
+            args.n_samples,
+            (1, 8, 8),
+            steps=50,
+            sampler="ddim",
+            guidance_scale=w,
+            y=labels,
+            generator=torch.Generator().manual_seed(args.seed),
+            model=ema.module,
+        )
+        print(format_row(f"ndunet ema ddim:50 w={w:g}", judge.score(to_unit(out), labels.numpy())))
     if args.peer:
         from digits_peer import run_peer
 
-        run_peer(judge, x, args.minutes * 60, args.n_samples, args.seed, args.grid)
+        run_peer(judge, x, args.minutes * 60, args.n_samples, args.seed, args.grid, args.width)
 
 
 if __name__ == "__main__":
