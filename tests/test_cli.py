@@ -18,6 +18,17 @@ from ndunet.cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (on a shared, loaded CPU, spinning OpenMP threads make
+    small ops many times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY_DIFFUSION = """
 [task]
 type = "diffusion"
@@ -70,7 +81,7 @@ progress = false
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC}
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "ndunet", *args], capture_output=True, text=True, env=env
     )
@@ -220,7 +231,6 @@ def test_summary_counts_the_models_parameters(tiny_config, capsys):
 def test_demo_smoke_writes_every_output(tmp_path, capsys):
     from ndunet.demo import run_demo
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = tmp_path / "demo"
     result = run_demo(out=out, minutes=0.05, width=8, sample_steps=3, progress=False)
     for name in ("samples.png", "samples.npy", "denoising.png", "loss.png", "log.csv"):
