@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ndunet.summary import summary
+from ndunet.model_summary import summary
 from ndunet.unet import UNet
 
 
@@ -76,3 +76,9 @@ def test_summary_passes_forward_kwargs() -> None:
     model = UNet(1, 1, 1, channels=(4, 8), time_embedding=True)
     s = summary(model, (3, 1, 8), t=torch.tensor([1, 2, 3]), verbose=False)
     assert s.output_shape == (3, 1, 8)
+
+
+def test_top_level_summary_is_the_function() -> None:
+    import ndunet
+
+    assert ndunet.summary is summary

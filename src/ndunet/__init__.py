@@ -14,7 +14,7 @@ _EXPORTS: dict[str, str] = {
     "layers": "ndunet.layers",
     "UNet": "ndunet.unet",
     "UNetConfig": "ndunet.unet",
-    "summary": "ndunet.summary",
+    "summary": "ndunet.model_summary",
     "Diffusion": "ndunet.diffusion",
     "EMA": "ndunet.ema",
     "SupervisedTrainer": "ndunet.training",

@@ -262,7 +262,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ndunet.summary import summary
+    from ndunet.model_summary import summary
 
     cfg = load_config(args.config, args.set)
     data = build_datasets(cfg)["train"]

@@ -405,7 +405,7 @@ class UNet(nn.Module):
         return model.to(device)
 
     def summary(self, input_shape: tuple[int, ...], **kwargs: Any) -> Any:
-        """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary.summary`."""
-        from ndunet.summary import summary
+        """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary`."""
+        from ndunet.model_summary import summary
 
         return summary(self, input_shape, **kwargs)
