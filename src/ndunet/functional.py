@@ -401,30 +401,40 @@ def _conv_transpose_fold(
     output_padding: tuple[int, ...],
     dilation: tuple[int, ...],
     groups: int,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     n = x.dim() - 2
     if n <= 3:
-        return _CONV_T[n](x, w, None, stride, padding, output_padding, groups, dilation)
+        return _CONV_T[n](x, w, bias, stride, padding, output_padding, groups, dilation)
     m = n - 3  # leading axes to fold: their frames -> batch, their taps -> output channels
     batch, lengths, kernel = x.shape[0], x.shape[2 : 2 + m], tuple(w.shape[2 : 2 + m])
     out_channels = w.shape[1] * groups
     xl = _channels_last(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R), channels-last
     wt = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (C, prod(k) * O/g, *k_rest), channels (*k, o)
+    full = [(n - 1) * s + (k - 1) * d + 1 for n, k, s, d in zip(lengths, kernel, stride, dilation)]
+    keep = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
+    tiled = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))
+    extra = [max(0, p + kp - f) for p, kp, f in zip(padding, keep, full)]
+    # when the taps tile the output exactly, every output voxel comes from one inner output
+    # channel: the bias rides along in the conv3d (per tap) instead of costing extra passes
+    fuse_bias = bias is not None and tiled and not any(extra)
+    inner_bias = None
+    if fuse_bias:
+        inner_bias = (
+            bias.view(groups, *([1] * m), -1).expand(groups, *kernel, -1).reshape(-1)
+        )  # (G*prod(k)*O/g,), ordered (G, *k, o) like the conv's output channels
     r = F.conv_transpose3d(
-        xl, wt, None, stride[m:], padding[m:], output_padding[m:], groups, dilation[m:]
+        xl, wt, inner_bias, stride[m:], padding[m:], output_padding[m:], groups, dilation[m:]
     )  # (B*prod(L), G*prod(k)*O/g, *R')
     rest = r.shape[2:]
     r = r.unflatten(0, (batch, *lengths)).movedim(1 + m, -1)  # (B, *L, *R', G*prod(k)*O/g)
     r = r.unflatten(-1, (groups, *kernel, -1))  # (B, *L, *R', G, *k, O/g)
     r = r.movedim(tuple(range(-1 - m, -1)), tuple(range(1 + m, 1 + 2 * m)))  # (B,*L,*k,*R',G,O/g)
-    full = [(n - 1) * s + (k - 1) * d + 1 for n, k, s, d in zip(lengths, kernel, stride, dilation)]
-    keep = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
-    if all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation)):
+    if tiled:
         # taps tile the output without overlap (the U-Net's kernel 2 / stride 2): interleave
         inter = [0] + [a for i in range(m) for a in (1 + i, 1 + m + i)]
         y = r.permute(*inter, *range(1 + 2 * m, r.dim()))  # (B, L0, k0, L1, k1, .., *R', G, O/g)
         y = y.reshape(batch, *[n * k for n, k in zip(lengths, kernel)], *rest, out_channels)
-        extra = [max(0, p + kp - f) for p, kp, f in zip(padding, keep, full)]
         if any(extra):  # output_padding beyond the last tap: zeros
             y = F.pad(y, [0, 0] * (len(rest) + 1) + [v for e in reversed(extra) for v in (0, e)])
     else:  # overlapping (or gapped) taps: add each tap's frames at its stride
@@ -438,6 +448,8 @@ def _conv_transpose_fold(
             ]
             y[(slice(None), *sl)] += r[(slice(None),) * (1 + m) + tap]
     y = y[(slice(None), *[slice(p, p + kp) for p, kp in zip(padding, keep)])]
+    if bias is not None and not fuse_bias:
+        y = y + bias  # channels are last here: (B, *out, O)
     return y.movedim(-1, 1)  # (B, O, *out)
 
 
@@ -475,12 +487,9 @@ def conv_transpose_nd(
         return _CONV_T[n](
             input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
         )
-    out = _conv_transpose_fold(
-        input, weight, stride_t, padding_t, output_padding_t, dilation_t, groups
+    return _conv_transpose_fold(
+        input, weight, stride_t, padding_t, output_padding_t, dilation_t, groups, bias
     )
-    if bias is not None:
-        out = out + bias.view(1, -1, *([1] * n))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
