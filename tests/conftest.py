@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -24,3 +26,13 @@ def _seed() -> None:
 def spatial_dims(request: pytest.FixtureRequest) -> int:
     """Every spatial_dims the fast suite covers (5-D tests are marked slow where they are costly)."""
     return request.param
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for tiny-model tests: on a loaded 2-core CPU, spinning OpenMP threads
+    make small ops many times slower (opt in with ``pytestmark = usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

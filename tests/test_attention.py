@@ -14,15 +14,7 @@ from torch import nn
 from ndunet.layers.attention import CBAM, AttentionGate, SelfAttention, sinusoidal_positions
 from ndunet.layers.embedding import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread. On a shared, loaded CPU two spinning OpenMP threads make
-    these small ops up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZES = {1: (7,), 2: (3, 5), 3: (2, 3, 4), 4: (2, 3, 2, 3)}

@@ -13,15 +13,7 @@ from torch import nn
 from ndunet.blocks import ConvBlock, Downsample, ResBlock, Unit, Upsample, make_attention
 from ndunet.layers.activation import activation, activation_name
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread. On a shared, loaded CPU two spinning OpenMP threads make
-    these small ops up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZES = {1: (10,), 2: (6, 4), 3: (4, 2, 6), 4: (2, 4, 2, 4)}

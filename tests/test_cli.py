@@ -12,21 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ndunet.cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (on a shared, loaded CPU, spinning OpenMP threads make
-    small ops many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_DIFFUSION = """

@@ -24,13 +24,7 @@ import _train_script as script
 SCRIPT = Path(__file__).parent / "_train_script.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Bit-identity on CPU compares runs with the same thread count (the subprocesses use 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _assert_same_checkpoint(a: Path, b: Path) -> None:

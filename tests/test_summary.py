@@ -9,15 +9,7 @@ from torch import nn
 from ndunet.model_summary import summary
 from ndunet.unet import UNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread. On a shared, loaded CPU two spinning OpenMP threads make
-    these small ops up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sequential_rows_match_closed_form(capsys: pytest.CaptureFixture[str]) -> None:

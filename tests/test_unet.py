@@ -13,15 +13,7 @@ from torch import nn
 
 from ndunet.unet import UNet, UNetConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread. On a shared, loaded CPU two spinning OpenMP threads make
-    these small ops up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {"channels": (4, 8), "num_res_blocks": 1}

@@ -7,15 +7,7 @@ import torch
 
 from ndunet.unet import UNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread. On a shared, loaded CPU two spinning OpenMP threads make
-    these small ops up to 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(spatial_dims: int = 2, **kw) -> UNet:

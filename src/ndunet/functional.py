@@ -453,6 +453,21 @@ def _conv_transpose_fold(
     return y.movedim(-1, 1)  # (B, O, *out)
 
 
+def check_output_padding(
+    given: IntOrTuple,
+    output_padding: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> None:
+    """torch's rule: on every axis output_padding < stride or output_padding < dilation."""
+    for axis, (op, s, d) in enumerate(zip(output_padding, stride, dilation)):
+        if op >= s and op >= d:
+            raise ValueError(
+                f"output_padding={given!r}: on axis {axis} it must be smaller than "
+                f"stride ({s}) or dilation ({d})"
+            )
+
+
 def conv_transpose_nd(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -470,13 +485,9 @@ def conv_transpose_nd(
     padding_t = as_tuple(padding, n, "padding")
     output_padding_t = as_tuple(output_padding, n, "output_padding")
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
+    check_output_padding(output_padding, output_padding_t, stride_t, dilation_t)
     for axis in range(n):
         op, s, d = output_padding_t[axis], stride_t[axis], dilation_t[axis]
-        if op >= s and op >= d:
-            raise ValueError(
-                f"output_padding={output_padding!r}: on axis {axis} it must be smaller than "
-                f"stride ({s}) or dilation ({d})"
-            )
         size = (input.shape[2 + axis] - 1) * s - 2 * padding_t[axis] + d * (kernel[axis] - 1)
         if size + op + 1 < 1:
             raise ValueError(

@@ -84,12 +84,7 @@ def _conv_transpose_args(
     padding_t = as_tuple(padding, n, "padding")
     output_padding_t = as_tuple(output_padding, n, "output_padding")
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
-    for axis, (op, s, d) in enumerate(zip(output_padding_t, stride_t, dilation_t)):
-        if op >= s and op >= d:
-            raise ValueError(
-                f"output_padding={output_padding!r}: on axis {axis} it must be smaller than "
-                f"stride ({s}) or dilation ({d})"
-            )
+    FN.check_output_padding(output_padding, output_padding_t, stride_t, dilation_t)
     return kernel, stride_t, padding_t, output_padding_t, dilation_t
 
 
@@ -111,6 +106,14 @@ class _ConvBase(nn.Module):
         self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
+
+    def _check_forward(self, input: torch.Tensor) -> None:
+        check_input(input, self.spatial_dims)
+        if input.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input has {input.shape[1]} channels; this layer expects in_channels="
+                f"{self.in_channels}"
+            )
 
     def reset_parameters(self) -> None:
         """Torch's default: Kaiming-uniform weight (a=sqrt(5)), uniform bias in +-1/sqrt(fan_in)."""
@@ -164,12 +167,7 @@ class ConvNd(_ConvBase):
         )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        check_input(input, self.spatial_dims)
-        if input.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input has {input.shape[1]} channels; this layer expects in_channels="
-                f"{self.in_channels}"
-            )
+        self._check_forward(input)
         if self.padding_mode != "zeros":
             x = FN.pad_nd(input, self._pads, self.padding_mode)
             return FN.conv_nd(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
@@ -232,12 +230,7 @@ class ConvTransposeNd(_ConvBase):
         )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        check_input(input, self.spatial_dims)
-        if input.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input has {input.shape[1]} channels; this layer expects in_channels="
-                f"{self.in_channels}"
-            )
+        self._check_forward(input)
         return FN.conv_transpose_nd(
             input,
             self.weight,
