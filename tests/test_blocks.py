@@ -121,7 +121,7 @@ def test_unit_and_attention_factory() -> None:
     unit = Unit(block, make_attention("self", 2, 8, head_dim=4))
     assert unit(torch.randn(1, 4, 4, 4)).shape == (1, 8, 4, 4)
     assert make_attention(None, 2, 8) is None and make_attention("none", 2, 8) is None
-    with pytest.raises(ValueError, match="Did you mean 'cbam'"):
+    with pytest.raises(ValueError, match="did you mean 'cbam'"):
         make_attention("cbm", 2, 8)  # type: ignore[arg-type]
 
 
@@ -139,7 +139,7 @@ def test_activation_specs() -> None:
     copy = activation(prelu)
     assert isinstance(copy, nn.PReLU) and copy is not prelu  # no parameter sharing
     assert isinstance(activation(None), nn.Identity)
-    with pytest.raises(ValueError, match="Did you mean 'relu'"):
+    with pytest.raises(ValueError, match="did you mean 'relu'"):
         activation("rellu")
     with pytest.raises(TypeError, match=r"nn\.Module"):
         activation(lambda: 3)  # type: ignore[arg-type, return-value]

@@ -151,7 +151,7 @@ def test_pool_and_upsample_modules_match_functional() -> None:
         (lambda: L.max_pool(4, 2, padding=2), r"padding=2"),
         (
             lambda: L.norm("batchy", 4, 3),
-            r"norm='batchy' is not a known option.*Did you mean 'batch'",
+            r"norm='batchy' is not valid.*did you mean 'batch'",
         ),
         (lambda: L.norm("group", 4, 0), r"num_channels=0"),
         (lambda: L.upsample(4), r"exactly one of size and scale_factor"),

@@ -11,13 +11,13 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ndunet._checks import lookup
 from ndunet.functional import interpolate_nd
 from ndunet.layers.activation import ActivationSpec, activation
 from ndunet.layers.attention import CBAM, AttentionGate, PositionEmbedding, SelfAttention
 from ndunet.layers.conv import conv, conv_transpose
 from ndunet.layers.norm import norm as make_norm
 from ndunet.layers.pool import avg_pool, max_pool
-from ndunet.layers.registry import lookup
 
 __all__ = [
     "AttentionGate",

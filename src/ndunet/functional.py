@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ndunet._validate import IntOrTuple, as_tuple, spatial_dims_of
+from ndunet._checks import IntOrTuple, as_tuple, spatial_dims_of
 
 __all__ = [
     "avg_pool_nd",

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ndunet._checks import did_you_mean
 from ndunet.blocks import BLOCKS, Downsample, Unit, Upsample, make_attention
 from ndunet.functional import pad_nd
 from ndunet.layers.activation import activation
@@ -19,7 +20,6 @@ from ndunet.layers.attention import AttentionGate
 from ndunet.layers.conv import conv
 from ndunet.layers.embedding import ClassEmbedding, TimeEmbedding
 from ndunet.layers.norm import norm as make_norm
-from ndunet.layers.registry import did_you_mean
 from ndunet.unet_config import UNetConfig
 
 __all__ = ["UNet", "UNetConfig"]

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ndunet._checks import did_you_mean
 from ndunet.layers.activation import ActivationSpec, activation_name
-from ndunet.layers.registry import did_you_mean
 
 __all__ = ["UNetConfig"]
 

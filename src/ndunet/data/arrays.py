@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_int
+from ndunet._checks import check_choice, check_int
+
 from .base import TASKS, NDDataset, Task
 from .preprocess import NORMALIZE, Normalize, rescale
 from .splits import SPLITS, Split, take_split

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_choice
+from ndunet._checks import check_choice
 
 Task = Literal["classification", "segmentation", "denoising", "regression", "unlabeled"]
 TASKS: tuple[str, ...] = ("classification", "segmentation", "denoising", "regression", "unlabeled")

@@ -7,7 +7,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_float, check_int
+from ndunet._checks import check_choice, check_float, check_int
+
 from .base import NDDataset
 from .splits import SPLITS, Split, take_split
 

@@ -7,7 +7,8 @@ import functools
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_size
+from ndunet._checks import check_choice, check_size
+
 from .base import NDDataset
 from .preprocess import NORMALIZE, Normalize, rescale, resize_bilinear
 from .splits import SPLITS, Split, take_split

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_size
+from ndunet._checks import check_choice, check_size
+
 from .base import NDDataset
 from .preprocess import NORMALIZE, Normalize, rescale
 from .splits import SPLITS, Split, take_split

@@ -6,7 +6,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ._checks import did_you_mean
+from ndunet._checks import did_you_mean
+
 from .arrays import arrays
 from .base import NDDataset
 from .blobs import blobs

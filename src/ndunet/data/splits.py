@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import check_choice, check_float, check_int
+from ndunet._checks import check_choice, check_float, check_int
 
 Split = Literal["train", "val", "test", "all"]
 SPLITS: tuple[str, ...] = ("train", "val", "test", "all")

@@ -1,9 +1,9 @@
 """Layers for any spatial_dims: the only place in ndunet that branches on spatial_dims."""
 
+from ndunet._checks import lookup
 from ndunet.layers.conv import ConvNd, ConvTransposeNd, check_spatial_dims, conv, conv_transpose
 from ndunet.layers.norm import BatchNormNd, ChannelLayerNorm, InstanceNormNd, norm
 from ndunet.layers.pool import AvgPoolNd, MaxPoolNd, avg_pool, max_pool
-from ndunet.layers.registry import lookup
 from ndunet.layers.resample import UpsampleNd, upsample
 
 __all__ = [

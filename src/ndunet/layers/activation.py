@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ndunet.layers.registry import lookup
+from ndunet._checks import lookup
 
 __all__ = ["ACTIVATIONS", "ActivationName", "ActivationSpec", "activation", "activation_name"]
 

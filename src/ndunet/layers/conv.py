@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ndunet import functional as FN
-from ndunet._validate import IntOrTuple, as_tuple, check_input
+from ndunet._checks import IntOrTuple, as_tuple, check_input
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

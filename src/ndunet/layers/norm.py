@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ndunet._checks import lookup
 from ndunet.layers.conv import check_spatial_dims
-from ndunet.layers.registry import lookup
 
 NormKind = Literal["group", "batch", "instance", "layer", "none"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ndunet import functional as FN
-from ndunet._validate import IntOrTuple, as_tuple, check_input
+from ndunet._checks import IntOrTuple, as_tuple, check_input
 from ndunet.layers.conv import check_spatial_dims
 
 _NATIVE_MAX = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}

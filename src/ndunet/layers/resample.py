@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ndunet import functional as FN
-from ndunet._validate import IntOrTuple, as_tuple, check_input
+from ndunet._checks import IntOrTuple, as_tuple, check_input
 from ndunet.layers.conv import check_spatial_dims
 
 
