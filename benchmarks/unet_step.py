@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ndunet.unet import UNet
+from ndunet.models.unet import UNet
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from ndunet import Diffusion, DiffusionTrainer, UNet
+from ndunet.app.demo import judge_samples
 from ndunet.data import digits
-from ndunet.demo import judge_samples
 from ndunet.viz import save_samples
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ndunet.cli import main
+from ndunet.app.cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -221,7 +221,7 @@ def test_summary_counts_the_models_parameters(tiny_config, capsys):
 
 
 def test_demo_smoke_writes_every_output(tmp_path, capsys):
-    from ndunet.demo import run_demo
+    from ndunet.app.demo import run_demo
 
     out = tmp_path / "demo"
     result = run_demo(out=out, minutes=0.05, width=8, sample_steps=3, progress=False)
@@ -244,7 +244,7 @@ def test_demo_smoke_writes_every_output(tmp_path, capsys):
 
 
 def test_demo_default_folder_is_the_first_free_one(tmp_path, monkeypatch):
-    from ndunet.demo import demo_out_dir
+    from ndunet.app.demo import demo_out_dir
 
     monkeypatch.chdir(tmp_path)
     assert demo_out_dir(None) == Path("ndunet-demo")

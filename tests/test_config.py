@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ndunet.config import (
+from ndunet.app.run_config import (
     ConfigError,
     describe,
     load_config,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ndunet.model_summary import summary
-from ndunet.unet import UNet
+from ndunet.models.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

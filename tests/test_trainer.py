@@ -527,7 +527,7 @@ def test_diffusion_trainer_trains_samples_and_checkpoints_ema(tmp_path, spatial_
 
 
 def test_load_pipeline_rebuilds_unet_and_diffusion(tmp_path):
-    unet = pytest.importorskip("ndunet.unet")
+    unet = pytest.importorskip("ndunet.models.unet")
     from ndunet.diffusion import Diffusion
 
     net = unet.UNet(2, 1, 1, channels=(8, 16), num_res_blocks=1, time_embedding=True)

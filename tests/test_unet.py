@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ndunet.unet import UNet, UNetConfig
+from ndunet.models.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

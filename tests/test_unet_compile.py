@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ndunet.unet import UNet
+from ndunet.models.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

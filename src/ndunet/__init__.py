@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "functional": "ndunet.functional",
     "layers": "ndunet.layers",
-    "UNet": "ndunet.unet",
-    "UNetConfig": "ndunet.unet",
+    "UNet": "ndunet.models.unet",
+    "UNetConfig": "ndunet.models.unet",
     "summary": "ndunet.model_summary",
     "Diffusion": "ndunet.diffusion",
     "EMA": "ndunet.ema",

@@ -2,7 +2,7 @@
 
 import sys
 
-from ndunet.cli import main
+from ndunet.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

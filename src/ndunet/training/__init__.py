@@ -8,7 +8,7 @@
     pipe = load_pipeline("runs/gen")          # UNet + Diffusion + EMA copy, from the folder alone
 
 Data: a Dataset, a DataLoader, a tensor/array (N, C, *spatial), (X, Y) or {"x": X, "y": Y};
-samples x, (x,), (x, y) or {"x": x, "y": y} (see `ndunet.training.data`).
+samples x, (x,), (x, y) or {"x": x, "y": y} (see `ndunet.data.loader`).
 
 Run folder (never deleted or overwritten; resume=True continues it):
     config.json, log.csv (step, epoch, loss, lr, val_*, wall_time), loss.png, train.log,
@@ -23,11 +23,11 @@ from ndunet.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ndunet.training.config import TrainerConfig
-from ndunet.training.diffusion import DiffusionTrainer
+from ndunet.training.diffusion_trainer import DiffusionTrainer
 from ndunet.training.pipeline import Pipeline, load_pipeline
-from ndunet.training.supervised import SupervisedTrainer
+from ndunet.training.supervised_trainer import SupervisedTrainer
 from ndunet.training.trainer import NonFiniteLossError, Trainer
+from ndunet.training.trainer_config import TrainerConfig
 
 __all__ = [
     "Checkpoint",

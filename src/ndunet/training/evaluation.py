@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ndunet.data.loader import unpack_batch
 from ndunet.training import distributed as D
-from ndunet.training.data import unpack_batch
 from ndunet.training.metrics import Metric
 
 LossFn = Callable[[nn.Module, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]

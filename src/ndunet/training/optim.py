@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ndunet.training.config import TrainerConfig
+from ndunet.training.trainer_config import TrainerConfig
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainerConfig) -> torch.optim.Optimizer:

@@ -53,7 +53,7 @@ def _build_model(ck: Checkpoint) -> nn.Module:
             f"checkpoint {str(ck.path)!r}: the UNet was built with custom in/out layers, which the "
             "config cannot rebuild; build the model yourself and load model_state into it"
         )
-    from ndunet.unet import UNet
+    from ndunet.models.unet import UNet
 
     return UNet.from_config(cfg)
 

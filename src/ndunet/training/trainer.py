@@ -22,11 +22,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ndunet.training import distributed as D
-from ndunet.training.best import BestTracker
-from ndunet.training.checkpoint import atomic_write_text, link_checkpoint, save_checkpoint
-from ndunet.training.config import TrainerConfig
-from ndunet.training.data import (
+from ndunet.data.loader import (
     ResumableSampler,
     SeededSamples,
     as_dataset,
@@ -34,6 +30,9 @@ from ndunet.training.data import (
     eval_loader,
     unpack_batch,
 )
+from ndunet.training import distributed as D
+from ndunet.training.best import BestTracker
+from ndunet.training.checkpoint import atomic_write_text, link_checkpoint, save_checkpoint
 from ndunet.training.evaluation import evaluate_batches
 from ndunet.training.logging import RunLog, logger
 from ndunet.training.metrics import Metric
@@ -41,6 +40,7 @@ from ndunet.training.optim import build_optimizer, build_scheduler
 from ndunet.training.rng import capture_rng, restore_rng, seed_everything
 from ndunet.training.run_dir import check_run_dir
 from ndunet.training.state import describe, load_state_into, run_config, trainer_state
+from ndunet.training.trainer_config import TrainerConfig
 
 
 class NonFiniteLossError(FloatingPointError):

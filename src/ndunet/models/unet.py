@@ -20,7 +20,7 @@ from ndunet.layers.attention import AttentionGate
 from ndunet.layers.conv import conv
 from ndunet.layers.embedding import ClassEmbedding, TimeEmbedding
 from ndunet.layers.norm import norm as make_norm
-from ndunet.unet_config import UNetConfig
+from ndunet.models.unet_config import UNetConfig
 
 __all__ = ["UNet", "UNetConfig"]
 

@@ -90,7 +90,7 @@ def demo_out_dir(out: str | Path | None) -> Path:
 def build_diffusion(width: int = WIDTH) -> torch.nn.Module:
     """The demo's class-conditional diffusion model for (1, 8, 8) digits."""
     from ndunet.diffusion import Diffusion
-    from ndunet.unet import UNet
+    from ndunet.models.unet import UNet
 
     unet = UNet(
         spatial_dims=2,

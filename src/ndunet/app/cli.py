@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ndunet.config import ConfigError, RunConfig, build_section, load_config, packaged_configs
+from ndunet.app.run_config import (
+    ConfigError,
+    RunConfig,
+    build_section,
+    load_config,
+    packaged_configs,
+)
 
 EXIT_USAGE = 2
 
@@ -54,7 +60,7 @@ def build_datasets(cfg: RunConfig) -> dict[str, Any]:
 
 def build_model(cfg: RunConfig, data: Any) -> Any:
     """The UNet of [model], with spatial_dims, channels and classes filled from the data."""
-    from ndunet.unet import UNet, UNetConfig
+    from ndunet.models.unet import UNet, UNetConfig
 
     values = dict(cfg.model)
     values.setdefault("spatial_dims", data.spatial_dims)
@@ -272,7 +278,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ndunet.demo import run_demo
+    from ndunet.app.demo import run_demo
 
     run_demo(
         out=args.out,

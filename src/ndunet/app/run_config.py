@@ -197,8 +197,8 @@ def parse_config(
         if not isinstance(raw[section], dict):
             raise ConfigError(source, section, "must be a table of keys, e.g. [" + section + "]")
     from ndunet.diffusion import DiffusionConfig
+    from ndunet.models.unet import UNetConfig
     from ndunet.training import TrainerConfig
-    from ndunet.unet import UNetConfig
 
     task_raw = _check_keys(raw.get("task", {}), "task", TaskConfig, where)
     task = build_section(source, "task", TaskConfig, task_raw, where)

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ndunet.training.config import TrainerConfig
-from ndunet.training.data import as_dataset, unpack_batch
+from ndunet.data.loader import as_dataset, unpack_batch
 from ndunet.training.logging import logger
 from ndunet.training.rng import capture_rng, restore_rng
 from ndunet.training.trainer import Trainer
+from ndunet.training.trainer_config import TrainerConfig
 
 
 def _num_classes(diffusion: nn.Module) -> int | None:

@@ -7,16 +7,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ndunet.training.config import TrainerConfig
 from ndunet.training.losses import get_loss
 from ndunet.training.metrics import Metric, get_metric
 from ndunet.training.trainer import Trainer
+from ndunet.training.trainer_config import TrainerConfig
 
 
 class SupervisedTrainer(Trainer):
     """Train `model` so that loss(model(x), y) falls.
 
-    `train_data` / `val_data`: see `ndunet.training.data` (Dataset, DataLoader, tensor/array,
+    `train_data` / `val_data`: see `ndunet.data.loader` (Dataset, DataLoader, tensor/array,
     `(X, Y)` or `{"x": X, "y": Y}`; samples `(x, y)` or `{"x", "y"}`). `loss`: a name
     (cross_entropy, bce, dice, dice_ce, mse, l1) or `fn(pred, target) -> scalar`. `metrics`: names
     (accuracy, dice, iou, psnr) or Metric instances. Other keywords are TrainerConfig fields.
