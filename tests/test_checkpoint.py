@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ndunet.training import CheckpointError, load_checkpoint, save_checkpoint
-from ndunet.training.checkpoint import (
+from ndunet.pretrained import (
     link_checkpoint,
     load_trainer_state,
     sha256_file,
     verify_checkpoint,
 )
+from ndunet.training import CheckpointError, load_checkpoint, save_checkpoint
 from ndunet.training.rng import capture_rng, restore_rng
 
 

@@ -175,7 +175,7 @@ def test_diffusion_trainer_resume_with_ema_is_bit_identical(tmp_path):
 
 
 def test_mid_epoch_resume_with_another_world_size_is_refused(tmp_path):
-    from ndunet.training.checkpoint import sha256_file
+    from ndunet.pretrained import sha256_file
 
     script.run(tmp_path / "r", max_steps=3, save_every_steps=0, epochs=1)  # stops mid-epoch
     last = tmp_path / "r" / "checkpoints" / "last"

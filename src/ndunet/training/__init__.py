@@ -17,7 +17,7 @@ Run folder (never deleted or overwritten; resume=True continues it):
 Launch with `torchrun --nproc_per_node=K script.py` for DDP; nothing else changes.
 """
 
-from ndunet.training.checkpoint import (
+from ndunet.pretrained import (
     Checkpoint,
     CheckpointError,
     load_checkpoint,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from ndunet.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ndunet.pretrained import Checkpoint, CheckpointError, load_checkpoint
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ndunet.training.checkpoint import CheckpointError, verify_checkpoint
+from ndunet.pretrained import CheckpointError, verify_checkpoint
 from ndunet.training.logging import logger
 
 # What fit() creates before the first checkpoint exists (resume=True may start over on these).

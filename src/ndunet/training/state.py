@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from ndunet.pretrained import CheckpointError, load_checkpoint
 from ndunet.training import distributed as D
-from ndunet.training.checkpoint import CheckpointError, load_checkpoint
 from ndunet.training.logging import logger
 from ndunet.training.rng import capture_rng
 

@@ -30,9 +30,9 @@ from ndunet.data.loader import (
     eval_loader,
     unpack_batch,
 )
+from ndunet.pretrained import atomic_write_text, link_checkpoint, save_checkpoint
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
-from ndunet.training.checkpoint import atomic_write_text, link_checkpoint, save_checkpoint
 from ndunet.training.evaluation import evaluate_batches
 from ndunet.training.logging import RunLog, logger
 from ndunet.training.metrics import Metric
