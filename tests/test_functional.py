@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.signal import correlate
 
 from ndunet import functional as FN
+from ndunet.functional.interpolate import interpolate_separable
 
 # ---------------------------------------------------------------------------------------------
 # oracles
@@ -310,7 +311,7 @@ def test_separable_interpolation_matches_torch(n, mode, align_corners) -> None:
         ref = F.interpolate(x, mode=torch_mode, align_corners=align_corners, **kw)
         sizes = tuple(ref.shape[2:])
         scales = (None,) * n if size else tuple(scale)
-        ours = FN._interpolate_separable(x, sizes, scales, mode, bool(align_corners))
+        ours = interpolate_separable(x, sizes, scales, mode, bool(align_corners))
         torch.testing.assert_close(ours, ref)
 
 
@@ -371,6 +372,36 @@ def test_bad_input_messages(call, match) -> None:
     w = torch.randn(4, 2, 3, 3, 3, 3)
     with pytest.raises((ValueError, TypeError), match=match):
         call(x, w)
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda x, w: FN.conv_nd(x, w, padding=100_000), "padding"),
+        (lambda x, w: FN.conv_nd(x[:, :, 0, 0], w[:, :, 0, 0], padding=10**6), "padding"),
+        (lambda x, w: FN.conv_transpose_nd(x, w.transpose(0, 1), stride=10**4), "stride"),
+        (lambda x, w: FN.interpolate_nd(x, scale_factor=1e4), "scale_factor"),
+        (lambda x, w: FN.interpolate_nd(x, size=10**4, mode="linear"), "size"),
+        (lambda x, w: FN.pad_nd(x, [(100_000, 100_000)] * 4), "padding"),
+        (lambda x, w: FN.pad_nd(x[:, :, 0, 0], [(10**6, 10**6)] * 2, "replicate"), "padding"),
+    ],
+)
+def test_huge_results_are_refused_before_allocation(call, name) -> None:
+    """A result far over MAX_ELEMENTS is a ValueError naming the parameter, not an allocation."""
+    x = torch.randn(1, 2, 5, 4, 3, 4)
+    w = torch.randn(4, 2, 3, 3, 3, 3)
+    with pytest.raises(ValueError, match=rf"^{name}=.* is not valid; .*at most 2\.1e9 elements.*"):
+        call(x, w)
+
+
+def test_size_limit_allows_what_the_input_already_holds(monkeypatch) -> None:
+    """The limit stops what a parameter adds; a result no larger than the input always passes."""
+    monkeypatch.setattr("ndunet.functional.checks.MAX_ELEMENTS", 10)
+    x = torch.randn(1, 2, 3, 4)
+    assert FN.conv_nd(x, torch.randn(2, 2, 3, 3), padding=1).shape == x.shape
+    assert FN.interpolate_nd(x, scale_factor=0.5).shape == (1, 2, 1, 2)
+    with pytest.raises(ValueError, match=r"padding=\[\(1, 0\), \(0, 0\)\] is not valid"):
+        FN.pad_nd(x, [(1, 0), (0, 0)])
 
 
 @pytest.mark.gpu

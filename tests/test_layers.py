@@ -162,6 +162,26 @@ def test_constructor_errors(make, match) -> None:
         make()
 
 
+@pytest.mark.parametrize(
+    "make,name",
+    [
+        (lambda: L.ConvNd(4, 2, 2, kernel_size=10_000), "kernel_size"),
+        (lambda: L.ConvTransposeNd(4, 2, 2, kernel_size=10_000), "kernel_size"),
+        (lambda: L.conv(2, 2, 2, kernel_size=10**6), "kernel_size"),  # torch's own Conv2d
+        (lambda: L.conv(3, 10**7, 10**6, 1), "in_channels"),
+    ],
+)
+def test_huge_weights_are_refused_before_allocation(make, name) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}=.* is not valid; expected a weight of at most"):
+        make()
+
+
+def test_huge_padding_is_refused_in_forward() -> None:
+    layer = L.ConvNd(4, 1, 1, 3, padding=100_000)  # the output size depends on the input
+    with pytest.raises(ValueError, match=r"^padding=\(100000, .*is not valid; .* elements"):
+        layer(torch.randn(1, 1, 4, 4, 4, 4))
+
+
 def test_forward_errors_name_the_problem() -> None:
     layer = L.ConvNd(4, 3, 2, 3)
     with pytest.raises(ValueError, match=r"spatial_dims=4, i.e. 6 dims"):

@@ -37,6 +37,18 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
         )
 
 
+def _check_weight_size(
+    kernel_size: IntOrTuple, in_channels: int, out_channels: int, shape: tuple[int, ...]
+) -> None:
+    """Refuse a weight over the size limit before torch allocates it, naming its largest factor."""
+    if math.prod(shape[2:]) >= max(in_channels, out_channels):
+        FN.check_numel("kernel_size", kernel_size, shape, "a weight")
+    elif in_channels >= out_channels:
+        FN.check_numel("in_channels", in_channels, shape, "a weight")
+    else:
+        FN.check_numel("out_channels", out_channels, shape, "a weight")
+
+
 def _conv_args(
     n: int,
     in_channels: int,
@@ -56,7 +68,9 @@ def _conv_args(
     stride_t = as_tuple(stride, n, "stride", minimum=1)
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
     padding_t = padding if isinstance(padding, str) else as_tuple(padding, n, "padding")
-    pads = FN._resolve_padding(padding_t, kernel, stride_t, dilation_t)  # checks 'same'/'valid'
+    pads = FN.resolve_padding(padding_t, kernel, stride_t, dilation_t)  # checks 'same'/'valid'
+    weight_shape = (out_channels, in_channels // groups, *kernel)
+    _check_weight_size(kernel_size, in_channels, out_channels, weight_shape)
     return kernel, stride_t, padding_t, dilation_t, pads
 
 
@@ -85,6 +99,8 @@ def _conv_transpose_args(
     output_padding_t = as_tuple(output_padding, n, "output_padding")
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
     FN.check_output_padding(output_padding, output_padding_t, stride_t, dilation_t)
+    weight_shape = (in_channels, out_channels // groups, *kernel)
+    _check_weight_size(kernel_size, in_channels, out_channels, weight_shape)
     return kernel, stride_t, padding_t, output_padding_t, dilation_t
 
 

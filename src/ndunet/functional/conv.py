@@ -1,0 +1,85 @@
+"""conv_nd and conv_transpose_nd: torch's native op for N <= 3, the exact fold above."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ndunet._checks import IntOrTuple, as_tuple
+from ndunet.functional.checks import (
+    check_conv,
+    check_conv_output,
+    check_conv_transpose_output,
+    check_output_padding,
+    resolve_padding,
+)
+from ndunet.functional.fold import conv_fold, conv_transpose_fold
+from ndunet.functional.pad import pad_nd
+
+__all__ = ["conv_nd", "conv_transpose_nd"]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def conv_nd(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple | str = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """N-D cross-correlation, torch's conv semantics; weight is (out, in/groups, *kernel)."""
+    n = check_conv(input, weight, bias, groups, transposed=False)
+    kernel = tuple(weight.shape[2:])
+    stride_t = as_tuple(stride, n, "stride", minimum=1)
+    dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
+    pads = resolve_padding(padding, kernel, stride_t, dilation_t)
+    check_conv_output(input, weight.shape[0], kernel, padding, pads, stride_t, dilation_t)
+    if n <= 3 and not isinstance(padding, str):
+        return _CONV[n](input, weight, bias, stride_t, [p for p, _ in pads], dilation_t, groups)
+    if any(pb != pa for pb, pa in pads):  # 'same' with an even kernel: pad, then no padding
+        input = pad_nd(input, pads)
+        pads = ((0, 0),) * n
+    padding_t = tuple(p for p, _ in pads)
+    if n <= 3:
+        out = _CONV[n](input, weight, None, stride_t, padding_t, dilation_t, groups)
+    else:
+        out = conv_fold(input, weight, stride_t, padding_t, dilation_t, groups)
+    if bias is not None:
+        out = out + bias.view(1, -1, *([1] * n))
+    return out
+
+
+def conv_transpose_nd(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> torch.Tensor:
+    """N-D transposed convolution, torch's semantics; weight is (in, out/groups, *kernel)."""
+    n = check_conv(input, weight, bias, groups, transposed=True)
+    kernel = tuple(weight.shape[2:])
+    stride_t = as_tuple(stride, n, "stride", minimum=1)
+    padding_t = as_tuple(padding, n, "padding")
+    output_padding_t = as_tuple(output_padding, n, "output_padding")
+    dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
+    check_output_padding(output_padding, output_padding_t, stride_t, dilation_t)
+    given = {"padding": padding, "stride": stride, "dilation": dilation}
+    out_channels = weight.shape[1] * groups
+    check_conv_transpose_output(
+        input, out_channels, kernel, given, padding_t, output_padding_t, stride_t, dilation_t
+    )
+    if n <= 3:
+        return _CONV_T[n](
+            input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
+        )
+    return conv_transpose_fold(
+        input, weight, stride_t, padding_t, output_padding_t, dilation_t, groups, bias
+    )

@@ -1,0 +1,247 @@
+"""The N >= 4 convolutions: the leading N - 3 axes are folded so that one native conv3d does all
+the work, with exactly the multiply-adds of the N-D operator.
+
+Tensors travel channels-innermost, (B, *spatial, C) in memory: oneDNN's channels_last_3d
+convolutions are ~1.6x faster on CPU than the default layout, tap slices of such a tensor are
+contiguous runs of channels, and the results come back as permuted views without a copy.
+The data movement around the conv3d is a handful of strided copies/adds, each written as an
+autograd.Function with an explicit adjoint (autograd through unfold would scatter-add slowly).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["conv_fold", "conv_transpose_fold"]
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B, *S, C) contiguous; free when x already has that memory layout."""
+    xl = x.movedim(1, -1)  # (B, *S, C)
+    if xl.is_contiguous():
+        return xl
+    if x.is_contiguous():  # torch's vectorised channels-last conversion, on a 5-D view
+        x5 = x.flatten(2, x.dim() - 3)  # (B, C, prod(S[:-2]), S[-2], S[-1])
+        x5 = x5.contiguous(memory_format=torch.channels_last_3d)
+        return x5.movedim(1, -1).unflatten(1, x.shape[2:-2])  # (B, *S, C)
+    return xl.contiguous()
+
+
+def _fold_geometry(
+    lengths: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[int, ...], list[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]]:
+    """Output lengths, and per kernel tap the output positions that see a real (unpadded) input
+    position and those input positions: ``out[t] <- in[t * s + tap * d - p]``."""
+    outs = tuple(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(lengths, kernel, stride, padding, dilation)
+    )
+    taps = []
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        out_sl, in_sl = [], []
+        for n, o, t, s, p, d in zip(lengths, outs, tap, stride, padding, dilation):
+            offset = t * d - p
+            lo, hi = max(0, -(offset // s)), min(o, (n - 1 - offset) // s + 1)
+            start = lo * s + offset
+            out_sl.append(slice(lo, hi))
+            in_sl.append(slice(start, start + (hi - lo - 1) * s + 1, s))
+        if all(sl.start < sl.stop for sl in out_sl):  # else the tap only ever sees padding
+            taps.append((tap, tuple(out_sl), tuple(in_sl)))
+    return outs, taps
+
+
+def _copy_rest_zero(dst: torch.Tensor, src: torch.Tensor, sl: tuple[slice, ...]) -> None:
+    """``dst[:, *sl] = src``, and zero everywhere else in dst."""
+    if any(s.step != 1 for s in sl):
+        dst.zero_()
+    else:  # zero only the margins outside the window, axis by axis
+        for axis, s in enumerate(sl):
+            lead = (slice(None),) * (1 + axis)
+            if s.start > 0:
+                dst[(*lead, slice(0, s.start))].zero_()
+            if s.stop < dst.shape[1 + axis]:
+                dst[(*lead, slice(s.stop, None))].zero_()
+    dst[(slice(None), *sl)].copy_(src)
+
+
+def _tap_sum(shape: tuple[int, ...], parts: list, like: torch.Tensor) -> torch.Tensor:
+    """Sum of ``(slices, tensor)`` parts into a new contiguous tensor: ``out[:, *sl] += t``."""
+    full = next(
+        (
+            i
+            for i, (sl, _) in enumerate(parts)
+            if all(s.start == 0 and s.stop == n and s.step == 1 for s, n in zip(sl, shape[1:]))
+        ),
+        None,
+    )
+    if full is None:
+        out = like.new_zeros(shape)
+    else:  # a tap that covers every position initialises the sum: no zero fill
+        out = parts.pop(full)[1].clone(memory_format=torch.contiguous_format)
+    for sl, t in parts:
+        out[(slice(None), *sl)] += t
+    return out
+
+
+class _GatherTaps(torch.autograd.Function):
+    """(B, *L, *R, G, Cg) -> (B, *Lout, *R, G, *k, Cg): every output frame gets the input frames
+    under each kernel tap (zero where that falls into padding); its adjoint sums them back."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation):  # type: ignore[override]
+        m = len(kernel)
+        lengths = x.shape[1 : 1 + m]
+        outs, taps = _fold_geometry(lengths, kernel, stride, padding, dilation)
+        ctx.geometry = (lengths, outs, taps)
+        buf = x.new_empty(x.shape[0], *outs, *x.shape[1 + m : -1], *kernel, x.shape[-1])
+        covered = {tap for tap, _, _ in taps}
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            if tap not in covered:
+                buf[(..., *tap, slice(None))].zero_()
+        for tap, out_sl, in_sl in taps:
+            _copy_rest_zero(buf[(..., *tap, slice(None))], x[(slice(None), *in_sl)], out_sl)
+        return buf
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        lengths, _, taps = ctx.geometry
+        m = len(lengths)
+        shape = (grad.shape[0], *lengths, *grad.shape[1 + m : -1 - m], grad.shape[-1])
+        parts = [
+            (in_sl, grad[(..., *tap, slice(None))][(slice(None), *out_sl)])
+            for tap, out_sl, in_sl in taps
+        ]
+        return _tap_sum(shape, parts, grad), None, None, None, None
+
+
+class _ShiftSum(torch.autograd.Function):
+    """(B, *L, *R, G, *k, Og) -> (B, *Lout, *R, G, Og): each output frame sums, over the kernel
+    taps, the frame computed for that tap from the input frame under it; the adjoint of
+    _GatherTaps with the taps on the other side."""
+
+    @staticmethod
+    def forward(ctx, z, kernel, stride, padding, dilation):  # type: ignore[override]
+        m = len(kernel)
+        lengths = z.shape[1 : 1 + m]
+        outs, taps = _fold_geometry(lengths, kernel, stride, padding, dilation)
+        ctx.geometry = (lengths, kernel, taps)
+        shape = (z.shape[0], *outs, *z.shape[1 + m : -1 - m], z.shape[-1])
+        parts = [
+            (out_sl, z[(..., *tap, slice(None))][(slice(None), *in_sl)])
+            for tap, out_sl, in_sl in taps
+        ]
+        return _tap_sum(shape, parts, z)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        lengths, kernel, taps = ctx.geometry
+        m = len(lengths)
+        gz = grad.new_empty(
+            grad.shape[0], *lengths, *grad.shape[1 + m : -1], *kernel, grad.shape[-1]
+        )
+        covered = {tap for tap, _, _ in taps}
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            if tap not in covered:
+                gz[(..., *tap, slice(None))].zero_()
+        for tap, out_sl, in_sl in taps:
+            _copy_rest_zero(gz[(..., *tap, slice(None))], grad[(slice(None), *out_sl)], in_sl)
+        return gz, None, None, None, None
+
+
+def conv_fold(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> torch.Tensor:
+    """conv_nd without bias for spatial_dims >= 4 (padding symmetric, per axis)."""
+    m = x.dim() - 5  # leading axes to fold
+    batch, out_channels, kernel = x.shape[0], w.shape[0], tuple(w.shape[2 : 2 + m])
+    geometry = (kernel, stride[:m], padding[:m], dilation[:m])
+    inner = (stride[m:], padding[m:], dilation[m:], groups)
+    xl = _channels_last(x)  # (B, *L, *R, C)
+    if all(s == 1 for s in stride[:m]):
+        # taps -> output channels: conv3d on every input frame, then sum the frames each output
+        # frame needs (no k-fold copy of the input is made, or kept for backward)
+        wt = w.unflatten(0, (groups, -1)).movedim(tuple(range(3, 3 + m)), tuple(range(1, 1 + m)))
+        wt = wt.flatten(0, m + 1)  # (G * prod(k) * O/g, C/g, *k_rest), channels (g, *k, o)
+        z = F.conv3d(xl.flatten(0, m).movedim(-1, 1), wt, None, *inner)  # (B*prod(L), ., *R')
+        z = z.unflatten(0, (batch, *x.shape[2 : 2 + m])).movedim(1 + m, -1)  # (B, *L, *R', .)
+        z = z.unflatten(-1, (groups, *kernel, out_channels // groups))  # (B,*L,*R',G,*k,O/g)
+        y = _ShiftSum.apply(z, *geometry)  # (B, *Lout, *R', G, O/g)
+        return y.flatten(-2).movedim(-1, 1)  # (B, O, *Lout, *R')
+    # strided: taps -> input channels, so only the output frames are convolved
+    xg = _GatherTaps.apply(xl.unflatten(-1, (groups, -1)), *geometry)  # (B,*Lo,*R,G,*k,C/g)
+    outs = xg.shape[1 : 1 + m]
+    xg = xg.flatten(-2 - m).flatten(0, m).movedim(-1, 1)  # (B*prod(Lo), G*prod(k)*C/g, *R)
+    wg = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (O, prod(k) * C/g, *k_rest), channels (*k, c)
+    y = F.conv3d(xg, wg, None, *inner)  # (B*prod(Lout), O, *R')
+    return y.unflatten(0, (batch, *outs)).movedim(1 + m, 1)  # (B, O, *Lout, *R')
+
+
+def conv_transpose_fold(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    output_padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """conv_transpose_nd for spatial_dims >= 4."""
+    m = x.dim() - 5  # leading axes to fold: their frames -> batch, their taps -> output channels
+    batch, lengths, kernel = x.shape[0], x.shape[2 : 2 + m], tuple(w.shape[2 : 2 + m])
+    out_channels = w.shape[1] * groups
+    xl = _channels_last(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R), channels-last
+    wt = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (C, prod(k) * O/g, *k_rest), channels (*k, o)
+    full = [(n - 1) * s + (k - 1) * d + 1 for n, k, s, d in zip(lengths, kernel, stride, dilation)]
+    keep = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
+    tiled = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))
+    extra = [max(0, p + kp - f) for p, kp, f in zip(padding, keep, full)]
+    # when the taps tile the output exactly, every output voxel comes from one inner output
+    # channel: the bias rides along in the conv3d (per tap) instead of costing extra passes
+    fuse_bias = bias is not None and tiled and not any(extra)
+    inner_bias = None
+    if fuse_bias:
+        inner_bias = (
+            bias.view(groups, *([1] * m), -1).expand(groups, *kernel, -1).reshape(-1)
+        )  # (G*prod(k)*O/g,), ordered (G, *k, o) like the conv's output channels
+    r = F.conv_transpose3d(
+        xl, wt, inner_bias, stride[m:], padding[m:], output_padding[m:], groups, dilation[m:]
+    )  # (B*prod(L), G*prod(k)*O/g, *R')
+    rest = r.shape[2:]
+    r = r.unflatten(0, (batch, *lengths)).movedim(1 + m, -1)  # (B, *L, *R', G*prod(k)*O/g)
+    r = r.unflatten(-1, (groups, *kernel, -1))  # (B, *L, *R', G, *k, O/g)
+    r = r.movedim(tuple(range(-1 - m, -1)), tuple(range(1 + m, 1 + 2 * m)))  # (B,*L,*k,*R',G,O/g)
+    if tiled:
+        # taps tile the output without overlap (the U-Net's kernel 2 / stride 2): interleave
+        inter = [0] + [a for i in range(m) for a in (1 + i, 1 + m + i)]
+        y = r.permute(*inter, *range(1 + 2 * m, r.dim()))  # (B, L0, k0, L1, k1, .., *R', G, O/g)
+        y = y.reshape(batch, *[n * k for n, k in zip(lengths, kernel)], *rest, out_channels)
+        if any(extra):  # output_padding beyond the last tap: zeros
+            y = F.pad(y, [0, 0] * (len(rest) + 1) + [v for e in reversed(extra) for v in (0, e)])
+    else:  # overlapping (or gapped) taps: add each tap's frames at its stride
+        size = [max(f, p + kp) for f, p, kp in zip(full, padding, keep)]
+        y = r.new_zeros(batch, *size, *rest, out_channels)  # (B, *full, *R', O)
+        r = r.flatten(-2)  # (B, *L, *k, *R', O)
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            sl = [
+                slice(t * d, t * d + (n - 1) * s + 1, s)
+                for t, d, n, s in zip(tap, dilation, lengths, stride)
+            ]
+            y[(slice(None), *sl)] += r[(slice(None),) * (1 + m) + tap]
+    y = y[(slice(None), *[slice(p, p + kp) for p, kp in zip(padding, keep)])]
+    if bias is not None and not fuse_bias:
+        y = y + bias  # channels are last here: (B, *out, O)
+    return y.movedim(-1, 1)  # (B, O, *out)

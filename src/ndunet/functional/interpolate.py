@@ -1,0 +1,96 @@
+"""interpolate_nd: nearest, nearest-exact and N-linear resizing, torch's coordinate maps.
+
+N-linear weights are a product of per-axis linear weights, so for N >= 4 the resize runs as one
+exact 1-D pass per axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ndunet._checks import IntOrTuple, check_choice, invalid, spatial_dims_of
+from ndunet.functional.checks import INTERP_MODES, interpolate_sizes
+
+__all__ = ["InterpMode", "interpolate_nd", "interpolate_separable"]
+
+InterpMode = Literal["nearest", "nearest-exact", "linear"]
+
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def interpolate_nd(
+    input: torch.Tensor,
+    size: IntOrTuple | None = None,
+    scale_factor: float | Sequence[float] | None = None,
+    mode: InterpMode = "nearest",
+    align_corners: bool | None = None,
+) -> torch.Tensor:
+    """N-D resize: nearest, nearest-exact, or N-linear (bi/trilinear generalised), torch's maps."""
+    n = spatial_dims_of(input)
+    check_choice("mode", mode, INTERP_MODES)
+    if align_corners is not None and mode != "linear":
+        raise ValueError(invalid("align_corners", align_corners, "None unless mode='linear'"))
+    sizes, scales = interpolate_sizes(input, n, size, scale_factor)
+    if n <= 3:
+        torch_mode = _LINEAR[n] if mode == "linear" else mode
+        if size is not None:
+            return F.interpolate(input, size=sizes, mode=torch_mode, align_corners=align_corners)
+        return F.interpolate(
+            input, scale_factor=scales, mode=torch_mode, align_corners=align_corners
+        )
+    return interpolate_separable(input, sizes, scales, mode, bool(align_corners))
+
+
+def interpolate_separable(
+    input: torch.Tensor,
+    sizes: tuple[int, ...],
+    scales: tuple[float | None, ...],
+    mode: str,
+    align_corners: bool,
+) -> torch.Tensor:
+    """The resize as one 1-D pass per axis (any N; interpolate_nd uses it for N >= 4)."""
+    out = input
+    for axis, (s, sf) in enumerate(zip(sizes, scales)):
+        if s != out.shape[2 + axis] or sf not in (None, 1.0):
+            out = _interp_axis(out, axis, s, sf, mode, align_corners)
+    return out
+
+
+def _interp_axis(
+    x: torch.Tensor,
+    axis: int,
+    out_size: int,
+    scale_factor: float | None,
+    mode: str,
+    align_corners: bool,
+) -> torch.Tensor:
+    in_size = x.shape[2 + axis]
+    dim = 2 + axis
+    # torch computes the coordinate map in its "opmath" type (float64 for double, else float32)
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dst = torch.arange(out_size, dtype=opmath, device=x.device)
+    if mode == "linear" and align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    elif scale_factor is not None:
+        scale = 1.0 / scale_factor
+    else:
+        scale = in_size / out_size
+    scale_t = torch.tensor(scale, dtype=opmath)
+    if mode == "nearest":
+        idx = (dst * scale_t).floor().long().clamp(max=in_size - 1)
+        return x.index_select(dim, idx)
+    if mode == "nearest-exact":
+        idx = ((dst + 0.5) * scale_t).floor().long().clamp(max=in_size - 1)
+        return x.index_select(dim, idx)
+    src = dst * scale_t if align_corners else ((dst + 0.5) * scale_t - 0.5).clamp(min=0.0)
+    i0 = src.long().clamp(max=in_size - 1)
+    i1 = (i0 + 1).clamp(max=in_size - 1)
+    lam1 = (src - i0.to(src.dtype)).to(x.dtype)
+    shape = [1] * x.dim()
+    shape[dim] = out_size
+    lam1 = lam1.view(shape)
+    return x.index_select(dim, i0) * (1 - lam1) + x.index_select(dim, i1) * lam1
