@@ -164,9 +164,7 @@ class PatchDataset(Dataset):
 
 def _foreground_voxel(y: Tensor, spatial_dims: int, g: torch.Generator) -> list[int] | None:
     """A random foreground voxel (label != 0) as spatial indices, or None if there is none."""
-    lab = y if y.dim() == spatial_dims else y.reshape(-1, *y.shape[-spatial_dims:])
-    if lab.dim() > spatial_dims and lab.shape[0] == 1:
-        lab = lab[0]
+    lab = y[0] if y.dim() > spatial_dims and y.shape[0] == 1 else y  # (*spatial) or (C', *spatial)
     if lab.dim() == spatial_dims and (
         not lab.is_floating_point() or bool((lab == lab.round()).all())
     ):

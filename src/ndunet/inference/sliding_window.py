@@ -113,6 +113,14 @@ def sliding_window_inference(
 
     # MONAI's padding: the missing length split in halves, the odd voxel after
     pad = [(d // 2, d - d // 2) for d in (max(r - s, 0) for r, s in zip(roi, input_size))]
+    for axis, ((before, after), size) in enumerate(zip(pad, input_size)):
+        limit = {"reflect": size - 1, "circular": size}.get(padding_mode)
+        if limit is not None and max(before, after) > limit:
+            raise ValueError(
+                invalid("padding_mode", padding_mode, "'constant' or 'replicate'")
+                + f": axis {axis} of length {size} needs padding {(before, after)} to "
+                f"roi_size={roi[axis]}, more than {padding_mode} padding can give ({limit})"
+            )
     if any(b or a for b, a in pad):
         inputs = pad_nd(inputs, pad, mode=padding_mode, value=cval)
     image_size = tuple(inputs.shape[2:])

@@ -33,12 +33,10 @@ def flip_tta(predictor: Callable[..., Tensor], axes: Sequence[int]) -> Callable[
     subsets = [c for k in range(len(axes) + 1) for c in itertools.combinations(axes, k)]
 
     def predict(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() - 2 <= max(axes, default=-1):
-            raise ValueError(
-                invalid("axes", axes, f"spatial axes < {x.dim() - 2} of the input")
-                if isinstance(x, Tensor)
-                else invalid("input", type(x).__name__, "a tensor (B, C, *spatial)")
-            )
+        if not isinstance(x, Tensor) or x.dim() < 3:
+            raise TypeError(invalid("input", type(x).__name__, "a tensor (B, C, *spatial)"))
+        if axes and max(axes) >= x.dim() - 2:
+            raise ValueError(invalid("axes", axes, f"spatial axes < {x.dim() - 2} of the input"))
         total: Tensor | None = None
         for subset in subsets:
             dims = [2 + a for a in subset]
