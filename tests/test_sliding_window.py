@@ -201,7 +201,7 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="floating"):
         sliding_window_inference(x.long(), 4, 1, lambda t: t)
     with pytest.raises(ValueError, match=r"padding_mode='reflect'.*axis 0 of length 8"):
-        sliding_window_inference(x, (20, 4), 1, lambda t: t, padding_mode="reflect")
+        sliding_window_inference(x, (30, 4), 1, lambda t: t, padding_mode="reflect")
     with pytest.raises(TypeError, match="one tensor"):
         sliding_window_inference(x, 4, 1, lambda t: (t,))
 
