@@ -270,6 +270,17 @@ def _png16_filtered(path: Path, a: np.ndarray, colour: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
+def test_png_4_bit_gray_keeps_its_values(tmp_path: Path) -> None:
+    rows = zlib.compress(b"\x00\x01\x2f")  # one row, filter 0, samples 0 1 2 15
+    ihdr = struct.pack(">IIBBBBB", 4, 1, 4, 0, 0, 0, 0)
+    chunks = [(b"IHDR", ihdr), (b"IDAT", rows), (b"IEND", b"")]
+    body = b"".join(
+        struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks
+    )
+    (tmp_path / "g4.png").write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    _same(nio.read(tmp_path / "g4.png").array, np.array([[0, 1, 2, 15]], np.uint8))
+
+
 @pytest.mark.parametrize("channels,colour", [(3, 2), (4, 6), (2, 4)])
 def test_png_16_bit_colour_exact(tmp_path: Path, channels: int, colour: int) -> None:
     a = RNG.integers(0, 65536, (11, 13, channels)).astype(np.uint16)

@@ -207,3 +207,35 @@ def test_one_d_signals_with_channels(tmp_path: Path) -> None:
         (2, 50),
     )
     assert len(data[0]) == 1
+
+
+def test_statistics_stream_in_slabs_and_sample_percentiles(tmp_path: Path) -> None:
+    from ndunet.data.normalize import fit_normalization
+    from ndunet.data.volume_files import chunks
+    from ndunet.io import read_header, resolve_layout
+
+    a = np.random.default_rng(4).normal(3.0, 2.0, (40, 30, 20)).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    layout = resolve_layout(read_header(tmp_path / "a.npy"), spatial_dims=3)
+    slabs = list(chunks(tmp_path / "a.npy", None, layout, max_bytes=8 * 30 * 20 * 7))
+    assert [s.shape[1] for s in slabs] == [7, 7, 7, 7, 7, 5]
+    np.testing.assert_array_equal(np.concatenate(slabs, axis=1)[0], a)
+    exact = fit_normalization("percentile", slabs, channels=1, total_voxels=a.size, files=1)
+    sampled = fit_normalization(
+        "percentile", slabs, channels=1, total_voxels=a.size, files=1, max_samples=5000
+    )
+    assert exact.shift[0] == pytest.approx(a.astype(np.float64).mean())
+    assert exact.high[0] == pytest.approx(np.percentile(a.astype(np.float64), 99.5))
+    assert sampled.high[0] == pytest.approx(exact.high[0], rel=0.1)
+    assert sampled.shift == exact.shift  # mean and std stay exact
+
+
+def test_normalization_record_checks() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown normalization option 'shfit'.*did you mean 'shift'"
+    ):
+        Normalization.from_dict({"kind": "zscore", "shfit": [1.0]})
+    with pytest.raises(ValueError, match="scale="):
+        Normalization("zscore", (0.0,), (0.0,))
+    with pytest.raises(ValueError, match="3 channels on dim 0"):
+        Normalization("zscore", (0.0, 1.0), (1.0, 1.0)).apply(torch.zeros(3, 4))

@@ -37,8 +37,11 @@ def read(path: Path, key: str | None) -> Volume:
         with Image.open(path) as image:
             image.load()
             array = np.array(image)
-        if h.meta["bit_depth"] == 16 and array.dtype != np.uint16:  # older Pillow: mode "I"
+        depth = h.meta["bit_depth"]
+        if depth == 16 and array.dtype != np.uint16:  # older Pillow: mode "I"
             array = array.astype(np.uint16)
+        if depth in (2, 4) and not h.meta["palette"] and array.ndim == 2:
+            array //= 255 // (2**depth - 1)  # Pillow stretches 2/4-bit gray to 0..255
     if array.shape != h.shape or array.dtype != h.dtype:
         raise ValueError(
             f"{str(path)!r}: decoded {array.dtype} {array.shape}, but its header says "
