@@ -73,7 +73,7 @@ def run(
             ref_med = statistics.median(times[names[-1]])
             ratio = f"{med / ref_med:.2f}"
         print(
-            f"| {title:<46} | {name:<7} | {med * 1e3:9.1f} | {best * 1e3:9.1f} | {ratio:>5} | {diff:>8} |"
+            f"| {title:<48} | {name:<7} | {med * 1e3:9.1f} | {best * 1e3:9.1f} | {ratio:>5} | {diff:>8} |"
         )
     return times
 
@@ -98,9 +98,9 @@ def main() -> None:
     x3, x4 = torch.randn(shape3), torch.randn(shape4)
     print(f"threads={torch.get_num_threads()} rounds={args.rounds} sw_batch_size=4 {kw}")
     print(
-        f"| {'workload':<46} | {'impl':<7} | {'median ms':>9} | {'best ms':>9} | {'ratio':>5} | {'max diff':>8} |"
+        f"| {'workload':<48} | {'impl':<7} | {'median ms':>9} | {'best ms':>9} | {'ratio':>5} | {'max diff':>8} |"
     )
-    print(f"|{'-' * 48}|{'-' * 9}|{'-' * 11}|{'-' * 11}|{'-' * 7}|{'-' * 10}|")
+    print(f"|{'-' * 50}|{'-' * 9}|{'-' * 11}|{'-' * 11}|{'-' * 7}|{'-' * 10}|")
     for label, predictor in (("conv 1-8-2", conv_predictor(3)), ("identity (overhead)", identity)):
         calls = {"ndunet": lambda p=predictor: sliding_window_inference(x3, roi3, 4, p, **kw)}
         if monai_swi is not None:
