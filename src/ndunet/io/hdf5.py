@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ndunet._checks import did_you_mean
 
 from .base import Header, Volume, axes_from_names, require
@@ -38,8 +40,9 @@ def _open(path: Path, key: str | None) -> tuple[Any, Any, Header]:
         axes = axes_from_names([d.label for d in node.dims]) if shape else None
         spacing = None
         for attr in ("element_size_um", "spacing"):
-            if attr in node.attrs and len(node.attrs[attr]) == len(shape):
-                spacing = tuple(float(v) for v in node.attrs[attr])
+            values = np.atleast_1d(node.attrs.get(attr, []))
+            if values.ndim == 1 and len(values) == len(shape) and values.dtype.kind in "iuf":
+                spacing = tuple(float(v) for v in values)
                 break
         h = Header(shape, node.dtype, axes, None, spacing, {"format": "hdf5", "key": key})
         return handle, node, h
