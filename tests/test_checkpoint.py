@@ -12,13 +12,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ndunet.pretrained import (
+    CheckpointError,
     link_checkpoint,
+    load_checkpoint,
     load_trainer_state,
+    save_checkpoint,
     sha256_file,
     verify_checkpoint,
 )
-from ndunet.training import CheckpointError, load_checkpoint, save_checkpoint
-from ndunet.training.rng import capture_rng, restore_rng
+from ndunet.rng import capture_rng, restore_rng
 
 
 def _save(dest: Path, **kw) -> dict:
@@ -152,19 +154,25 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
     assert sentinel.exists()
 
 
-def test_kill_between_the_two_renames_is_recovered(tmp_path):
+def test_kill_between_the_two_renames_is_read_in_place_and_recovered_by_the_writer(tmp_path):
     first = _save(tmp_path / "last")
     # state after `last -> .last.old` and before `.last.tmp -> last`: a complete old copy and a
     # half-written temp folder
     os.rename(tmp_path / "last", tmp_path / ".last.old")
     (tmp_path / ".last.tmp").mkdir()
     (tmp_path / ".last.tmp" / "model.safetensors").write_bytes(b"partial")
-    ck = load_checkpoint(tmp_path / "last")
+    ck = load_checkpoint(tmp_path / "last")  # a reader reads .last.old in place, touching nothing
     assert torch.equal(ck.model_state["0.weight"], first["model"]["0.weight"])
-    assert not (tmp_path / ".last.old").exists() and not (tmp_path / ".last.tmp").exists()
+    assert ck.path == tmp_path / ".last.old" and verify_checkpoint(tmp_path / "last") == ck.path
+    assert sorted(os.listdir(tmp_path)) == [".last.old", ".last.tmp"]
+    assert ck.trainer_state()["step"] == 3
+    second = _save(tmp_path / "last")  # the writer finishes the swap, then saves
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+    ck = load_checkpoint(tmp_path / "last")
+    assert torch.equal(ck.model_state["0.weight"], second["model"]["0.weight"])
 
 
-def test_overwrite_replaces_whole_folder_and_links_share_files(tmp_path):
+def test_overwrite_replaces_whole_folder_and_copies_are_independent(tmp_path):
     _save(tmp_path / "last")
     second = _save(tmp_path / "last")
     ck = load_checkpoint(tmp_path / "last")
@@ -172,7 +180,9 @@ def test_overwrite_replaces_whole_folder_and_links_share_files(tmp_path):
     link_checkpoint(tmp_path / "last", tmp_path / "best")
     verify_checkpoint(tmp_path / "best")
     assert sorted(os.listdir(tmp_path)) == ["best", "last"]
-    # files are never modified in place, so the link survives a new save into `last`
+    for name in os.listdir(tmp_path / "last"):  # copies, not hard links to one inode
+        a, b = tmp_path / "last" / name, tmp_path / "best" / name
+        assert a.stat().st_ino != b.stat().st_ino and a.read_bytes() == b.read_bytes()
     _save(tmp_path / "last")
     assert torch.equal(
         load_checkpoint(tmp_path / "best").model_state["0.weight"], second["model"]["0.weight"]

@@ -7,70 +7,88 @@ A checkpoint is a folder:
     extra.safetensors    other tensors of the wrapper (e.g. Diffusion buffers), when any
     trainer_state.pt     optimizer, scheduler, scaler, step, epoch, RNG states, data order;
                          tensors and plain containers only, read with torch.load(weights_only=True)
-    manifest.json        sha256 and size of every file above, written last
+    manifest.json        sha256 and size of every file above (of the bytes handed to the disk),
+                         written last
 
-Writes go to a hidden sibling folder; every file is fsync'ed, then the folder is swapped in with two
-renames (`dest -> .dest.old`, `.dest.tmp -> dest`). A kill at any instant leaves either the new
-or the previous checkpoint complete; `recover()` finishes an interrupted swap.
+Writers (one per run: the holder of its `ndunet.files.RunLock`) write into a hidden sibling
+folder through `ndunet.files`, then swap it in with two renames (`dest -> .dest.old`,
+`.dest.tmp -> dest`): a kill at any instant leaves the new or the previous checkpoint complete,
+and the next save (`recover()`) finishes the swap. `link_checkpoint` copies bytes (no hard links:
+one damaged block must not spoil last, best and epoch-NNNN together) and checks the copy.
+
+Readers never modify a folder: they verify and load through a descriptor of the folder (a swap
+under them cannot mix two checkpoints), read `.dest.old` in place when a swap is half done, and
+retry when a writer removes what they were reading.
+
+Links: a user-visible checkpoint name (last, best, epoch-NNNN) that is a symbolic link is never
+written through or deleted (saving raises UnsafePathError; pruning skips it with a warning). Only
+ndunet's scratch names (`.dest.tmp`, `.dest.old`) are removed when they are links: the link
+itself, never what it points to.
 """
 
-from __future__ import annotations
-
+import contextlib
 import hashlib
 import json
+import logging
 import os
-import pickle
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_tensors_bytes
 from torch import Tensor
 
-FORMAT = "ndunet-checkpoint"
-MANIFEST = "manifest.json"
+from ndunet._checkpoint_read import (
+    CHUNK,
+    FORMAT,
+    MANIFEST,
+    TENSOR_FILES,
+    TRAINER_STATE,
+    Checkpoint,
+    CheckpointError,
+    epoch_checkpoints,
+    find_verified_epoch,
+    load_checkpoint,
+    load_trainer_state,
+    read_manifest,
+    scratch_paths,
+    sha256_file,
+    verify_checkpoint,
+)
+from ndunet.files import (
+    check_path,
+    fsync_dir,
+    remove_tree,
+    safe_write_bytes,
+    safe_write_stream,
+    safe_write_text,
+)
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write_text",
+    "epoch_checkpoints",
+    "find_verified_epoch",
+    "link_checkpoint",
+    "load_checkpoint",
+    "load_trainer_state",
+    "prune_checkpoints",
+    "read_manifest",
+    "recover",
+    "save_checkpoint",
+    "sha256_file",
+    "verify_checkpoint",
+]
+logger = logging.getLogger("ndunet.training.checkpoint")  # train.log records it
+_warned_links: set[Path] = set()
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, incomplete, corrupted or unsafe."""
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (directories: best effort, not all platforms allow it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via temp file + fsync + rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically inside its folder (see `ndunet.files.safe_write_text`)."""
+    safe_write_text(path, text, root=Path(path).parent)
 
 
 def _plain_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -87,45 +105,70 @@ def _plain_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _paths(dest: Path) -> tuple[Path, Path]:
-    return dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
+# ----- writing: only the holder of the run's lock ------------------------------------------
 
 
-def recover(dest: Path) -> None:
-    """Finish a swap that a kill interrupted: restore `.dest.old` if `dest` is missing; drop
-    leftovers otherwise."""
+def recover(dest: str | Path, *, root: str | Path | None = None) -> None:
+    """Writers only (readers never call it): finish a swap that a kill interrupted (restore
+    `.dest.old` if `dest` is missing) and remove leftovers. `root`: the folder nothing is
+    written outside of (default: dest's folder)."""
     dest = Path(dest)
-    tmp, old = _paths(dest)
-    if not dest.exists() and old.exists():
+    root = dest.parent if root is None else Path(root)
+    check_path(dest, root)
+    tmp, old = scratch_paths(dest)
+    for scratch in (tmp, old):
+        if scratch.is_symlink():
+            logger.warning("removing the symbolic link %s (not what it points to)", scratch)
+            scratch.unlink()
+    if not dest.exists() and old.is_dir():
         os.rename(old, dest)
-        _fsync_path(dest.parent)
-    if old.exists():
-        shutil.rmtree(old)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+        fsync_dir(dest.parent)
+    for scratch in (old, tmp):
+        if os.path.lexists(scratch):
+            remove_tree(scratch, root=root)
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
-    _, old = _paths(dest)
-    _fsync_path(tmp)
+def _swap_in(tmp: Path, dest: Path, root: Path) -> None:
+    _, old = scratch_paths(dest)
+    fsync_dir(tmp)
+    check_path(dest, root)
     if dest.exists():
         os.rename(dest, old)
     os.rename(tmp, dest)
-    _fsync_path(dest.parent)
-    if old.exists():
-        shutil.rmtree(old)
+    fsync_dir(dest.parent)
+    if os.path.lexists(old):
+        remove_tree(old, root=root)
 
 
-def _write_manifest(folder: Path) -> None:
-    files = {
-        p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != MANIFEST
-    }
-    with open(folder / MANIFEST, "w", encoding="utf-8") as f:
-        json.dump({"format": FORMAT, "files": files}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+def _bytes_entry(path: Path, data: bytes, root: Path) -> dict[str, Any]:
+    safe_write_bytes(path, data, root=root)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def _write_folder(dest: Path, root: Path, fill: Any) -> Path:
+    """Make `.dest.tmp`, let `fill(tmp)` write it and return its manifest entries, write the
+    manifest, swap it in. On failure the scratch folder goes and the previous `dest` stays."""
+    check_path(dest, root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    recover(dest, root=root)
+    tmp, _ = scratch_paths(dest)
+    tmp.mkdir()
+    try:
+        files = fill(tmp)
+        manifest = json.dumps({"format": FORMAT, "files": files}, indent=1)
+        safe_write_text(tmp / MANIFEST, manifest, root=root)
+        _swap_in(tmp, dest, root)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            recover(dest, root=root)
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
+            raise OSError(
+                e.errno,
+                f"saving checkpoint {str(dest)!r} failed; the previous checkpoint there, if any, "
+                f"is intact. {e.strerror or e}",
+            ) from e
+        raise
+    return dest
 
 
 def save_checkpoint(
@@ -136,146 +179,81 @@ def save_checkpoint(
     ema_state: dict[str, Tensor] | None = None,
     extra_state: dict[str, Tensor] | None = None,
     trainer_state: dict[str, Any] | None = None,
+    root: str | Path | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (see the module docstring). Returns `dest`."""
+    """Write a checkpoint folder atomically (see the module docstring). `root`: the run folder
+    nothing may be written outside of (default: dest's folder). Returns `dest`. A failed write
+    (disk full) raises OSError naming the checkpoint; the previous one stays."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    recover(dest)
-    tmp, _ = _paths(dest)
-    tmp.mkdir()
-    with open(tmp / "config.json", "w", encoding="utf-8") as f:
-        json.dump({"format": FORMAT, **config}, f, indent=2)
-    save_file(_plain_tensors(model_state), str(tmp / "model.safetensors"))
-    if ema_state is not None:
-        save_file(_plain_tensors(ema_state), str(tmp / "ema.safetensors"))
-    if extra_state:
-        save_file(_plain_tensors(extra_state), str(tmp / "extra.safetensors"))
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer_state.pt")
-    for p in tmp.iterdir():
-        _fsync_path(p)
-    _write_manifest(tmp)
-    _swap_in(tmp, dest)
-    return dest
+    base = dest.parent if root is None else Path(root)
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        text = json.dumps({"format": FORMAT, **config}, indent=2)
+        files = {"config.json": _bytes_entry(tmp / "config.json", text.encode(), base)}
+        states = (model_state, ema_state, extra_state or None)
+        for name, state in zip(TENSOR_FILES, states, strict=True):
+            if state is not None:
+                data = save_tensors_bytes(_plain_tensors(state))
+                files[name] = _bytes_entry(tmp / name, data, base)
+        if trainer_state is not None:
+            sha, size = safe_write_stream(
+                tmp / TRAINER_STATE, lambda f: torch.save(trainer_state, f), root=base
+            )
+            files[TRAINER_STATE] = {"sha256": sha, "size": size}
+        return files
+
+    return _write_folder(dest, base, fill)
 
 
-def link_checkpoint(src: str | Path, dest: str | Path) -> Path:
-    """Make `dest` a copy of checkpoint `src` (hard links where possible: files are never
-    modified in place), swapped in atomically."""
+def link_checkpoint(src: str | Path, dest: str | Path, *, root: str | Path | None = None) -> Path:
+    """Make `dest` an independent copy of checkpoint `src` (bytes copied, not hard links),
+    swapped in atomically. Every source file must match src's manifest and every copy is read
+    back and checked against it (CheckpointError otherwise; the previous `dest` stays)."""
     src, dest = Path(src), Path(dest)
-    recover(dest)
-    tmp, _ = _paths(dest)
-    tmp.mkdir(parents=True)
-    for p in src.iterdir():
-        try:
-            os.link(p, tmp / p.name)
-        except OSError:
-            shutil.copy2(p, tmp / p.name)
-            _fsync_path(tmp / p.name)
-    _swap_in(tmp, dest)
-    return dest
+    base = dest.parent if root is None else Path(root)
+    files = read_manifest(src)
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        for name, meta in files.items():
+            with open(src / name, "rb") as f:
+
+                def copy(out: Any, f: Any = f) -> None:
+                    for chunk in iter(lambda: f.read(CHUNK), b""):
+                        out.write(chunk)
+
+                got = safe_write_stream(tmp / name, copy, root=base)
+            if got != (meta["sha256"], meta["size"]):
+                raise CheckpointError(
+                    f"cannot copy checkpoint {str(src)!r} to {str(dest)!r}: its {name!r} fails "
+                    "its sha256 check (corrupted); nothing was copied"
+                )
+            if sha256_file(tmp / name) != meta["sha256"]:
+                raise CheckpointError(
+                    f"the copy of {name!r} written for {str(dest)!r} reads back differently "
+                    "(disk or memory error); nothing was copied"
+                )
+        return files
+
+    return _write_folder(dest, base, fill)
 
 
-def verify_checkpoint(path: str | Path) -> Path:
-    """Check the manifest: every listed file exists with its size and sha256. Returns the folder
-    (after finishing an interrupted swap)."""
-    path = Path(path)
-    recover(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a folder")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has no readable {MANIFEST} (incomplete or not an ndunet checkpoint): {e}"
-        ) from e
-    for name, meta in files.items():
-        p = path / name
-        if not p.is_file():
-            raise CheckpointError(
-                f"checkpoint {str(path)!r}: file {name!r} listed in the manifest is missing"
-            )
-        if p.stat().st_size != meta["size"]:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r}: {name!r} has {p.stat().st_size} bytes, expected {meta['size']} (truncated or corrupted)"
-            )
-        if sha256_file(p) != meta["sha256"]:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r}: {name!r} fails its sha256 check (corrupted or modified)"
-            )
-    for required in ("config.json", "model.safetensors"):
-        if required not in files:
-            raise CheckpointError(f"checkpoint {str(path)!r}: manifest lacks {required!r}")
-    return path
-
-
-def _load_tensors(path: Path) -> dict[str, Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {str(path)!r}: {e}") from e
-
-
-def load_trainer_state(path: str | Path) -> dict[str, Any]:
-    """torch.load(weights_only=True) of trainer_state.pt: a pickle naming anything other than
-    tensors and plain containers is refused, and nothing in it runs."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain "
-            f"containers (loading it could execute code). Details: {e}"
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read {str(path)!r} (truncated or corrupted?): {e}") from e
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint folder (tensors on CPU)."""
-
-    path: Path
-    config: dict[str, Any]
-    model_state: dict[str, Tensor]
-    ema_state: dict[str, Tensor] | None = None
-    extra_state: dict[str, Tensor] = field(default_factory=dict)
-
-    def trainer_state(self) -> dict[str, Any]:
-        """The optimizer/scheduler/RNG/step state (loaded on demand)."""
-        p = self.path / "trainer_state.pt"
-        if not p.is_file():
-            raise CheckpointError(
-                f"checkpoint {str(self.path)!r} has no trainer_state.pt (weights-only checkpoint)"
-            )
-        return load_trainer_state(p)
-
-
-def load_checkpoint(path: str | Path, verify: bool = True) -> Checkpoint:
-    """Load a checkpoint folder, or `checkpoints/last` of a run folder. Verifies the manifest
-    first (raises CheckpointError on any mismatch)."""
-    path = Path(path)
-    if (path / "checkpoints" / "last").exists() or (path / "checkpoints" / ".last.old").exists():
-        path = path / "checkpoints" / "last"
-    if verify:
-        verify_checkpoint(path)
-    elif not path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a folder")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r}: unreadable config.json: {e}") from e
-    if config.get("format") != FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: config.json format is {config.get('format')!r}, expected {FORMAT!r}"
-        )
-    ema = path / "ema.safetensors"
-    extra = path / "extra.safetensors"
-    return Checkpoint(
-        path=path,
-        config=config,
-        model_state=_load_tensors(path / "model.safetensors"),
-        ema_state=_load_tensors(ema) if ema.is_file() else None,
-        extra_state=_load_tensors(extra) if extra.is_file() else {},
-    )
+def prune_checkpoints(
+    ckpt_dir: str | Path, keep_last: int, *, root: str | Path | None = None
+) -> list[Path]:
+    """Delete all but the newest `keep_last` epoch-NNNN folders; returns what went. A link is
+    skipped with a warning (never followed, never deleted) and not counted."""
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+        raise ValueError(f"keep_last={keep_last!r} must be an int >= 0")
+    ckpt_dir = Path(ckpt_dir)
+    base = ckpt_dir.parent if root is None else Path(root)
+    epochs = []
+    for p in epoch_checkpoints(ckpt_dir):
+        if not p.is_symlink():
+            epochs.append(p)
+        elif p not in _warned_links:
+            _warned_links.add(p)
+            logger.warning("%s is a symbolic link: never pruned (nor what it points to)", p)
+    gone = epochs[: max(0, len(epochs) - keep_last)]
+    for p in gone:
+        remove_tree(p, root=base)
+    return gone

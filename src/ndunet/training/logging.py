@@ -4,13 +4,15 @@ bars. Only rank 0 creates any of it; other ranks get a RunLog that does nothing.
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from ndunet.files import check_path, safe_open_append, safe_write_text, safe_write_with
 
 logger = logging.getLogger("ndunet.training")
 
@@ -25,14 +27,30 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+class _AppendHandler(logging.StreamHandler):
+    """A file handler whose file was opened by `safe_open_append` (no link followed)."""
+
+    def close(self) -> None:
+        try:
+            self.acquire()
+            try:
+                if self.stream is not None:
+                    self.stream.close()
+            finally:
+                self.release()
+        finally:
+            super().close()
+
+
 class RunLog:
     """log.csv with fixed columns (step, epoch, loss, lr, val_*, wall_time), TensorBoard scalars,
-    logging handlers, and the epoch/step progress bars."""
+    logging handlers, and the epoch/step progress bars. Every file is written inside out_dir
+    through `ndunet.files` (a symbolic link there is refused, never written through)."""
 
     def __init__(
         self, out_dir: Path | None, columns: list[str], *, progress: bool, tensorboard: bool
     ) -> None:
-        self.out_dir = out_dir
+        self.out_dir = None if out_dir is None else Path(out_dir)
         self.columns = ["step", "epoch", "loss", "lr", *columns, "wall_time"]
         self.progress = progress and out_dir is not None
         self._file: Any = None
@@ -44,6 +62,7 @@ class RunLog:
         self.step_bar: Any = None
         if out_dir is None:
             return
+        out_dir = Path(out_dir)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -51,9 +70,9 @@ class RunLog:
                 raise ImportError(
                     "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
                 ) from e
-            self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(check_path(out_dir / "tensorboard", out_dir)))
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-        file_handler = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
+        file_handler = _AppendHandler(safe_open_append(out_dir / "train.log", root=out_dir))
         file_handler.setFormatter(fmt)
         self._handlers.append(file_handler)
         if progress:
@@ -71,23 +90,21 @@ class RunLog:
         """Open log.csv for appending; on resume, drop rows written after the checkpoint (the
         killed run logged them, the resumed run logs them again)."""
         path = self.csv_path
-        if path is None:
+        if path is None or self.out_dir is None:
             return
+        check_path(path, self.out_dir)
         if resume_step is not None and path.exists():
             with open(path, newline="", encoding="utf-8") as f:
                 rows = [
                     r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step
                 ]
-            tmp = path.with_name(".log.csv.tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            lines = io.StringIO()
+            w = csv.DictWriter(lines, fieldnames=self.columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+            safe_write_text(path, lines.getvalue(), root=self.out_dir)
         new = not path.exists()
-        self._file = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file = safe_open_append(path, root=self.out_dir, newline="")
         self._writer = csv.DictWriter(
             self._file, fieldnames=self.columns, extrasaction="ignore", restval=""
         )
@@ -151,9 +168,10 @@ class RunLog:
         except ImportError:
             logger.debug("ndunet.viz not available: no loss.png")
             return
+        csv_path, out = self.csv_path, self.out_dir
         try:
-            plot_loss(self.csv_path, self.out_dir / "loss.png")
-        except (ValueError, OSError) as e:  # a failed plot must not end a training run
+            safe_write_with(out / "loss.png", lambda tmp: plot_loss(csv_path, tmp), root=out)
+        except (ValueError, OSError) as e:  # a failed plot (or a link there) must not end a run
             logger.warning("could not draw loss.png: %s", e)
 
     def close(self) -> None:
