@@ -40,15 +40,14 @@ attention_head_dim = 8
 [diffusion]
 timesteps = 100
 cond_drop_prob = 0.1
+sample_steps = 3
 
 [trainer]
 epochs = 1
 max_steps = 2
 batch_size = 32
 sample_n = 10
-sample_steps = 3
 log_every_steps = 1
-progress = false
 """
 
 TINY_CLASSIFY = """
@@ -68,7 +67,6 @@ num_groups = 4
 epochs = 1
 max_steps = 2
 batch_size = 64
-progress = false
 """
 
 

@@ -22,7 +22,7 @@ from ndunet.training import (
     SupervisedTrainer,
     TrainerConfig,
     load_checkpoint,
-    load_pipeline,
+    load_run,
 )
 from ndunet.training.metrics import Metric
 from ndunet.training.optim import lr_factor
@@ -272,7 +272,7 @@ def test_nan_loss_skip_policy_skips_the_update(tmp_path):
         **QUIET,
     )
     tr.fit()
-    assert tr._skipped == 1 and tr.step == 12
+    assert tr.steps.skipped == 1 and tr.step == 12
     assert all(torch.isfinite(p).all() for p in tr.module.parameters())
 
 
@@ -371,10 +371,10 @@ def test_config_round_trip_and_validation(tmp_path):
     ]:
         with pytest.raises(ValueError, match=match):
             TrainerConfig(**{field: value})
-    with pytest.raises(TypeError, match="unknown TrainerConfig field"):
+    with pytest.raises(TypeError, match="unknown TrainerConfig option"):
         TrainerConfig.from_dict({"learning_rate": 1.0})
     x, y = xy()
-    with pytest.raises(TypeError, match="unknown TrainerConfig field"):
+    with pytest.raises(TypeError, match="unknown TrainerConfig option"):
         SupervisedTrainer(mlp(), (x, y), learning_rate=1.0)
     tr = SupervisedTrainer(mlp(), (x, y), config=cfg, epochs=3)
     assert tr.config.epochs == 3 and tr.config.lr == 0.1
@@ -485,7 +485,7 @@ def test_diffusion_trainer_trains_samples_and_checkpoints_ema(tmp_path, spatial_
 
     g = torch.Generator().manual_seed(0)
     data = torch.rand(16, 1, *(8,) * spatial_dims, generator=g) * 2 - 1
-    diffusion = Diffusion(TinyDenoiser(spatial_dims), timesteps=50)
+    diffusion = Diffusion(TinyDenoiser(spatial_dims), timesteps=50, sample_steps=4)
     tr = DiffusionTrainer(
         diffusion,
         data,
@@ -496,7 +496,6 @@ def test_diffusion_trainer_trains_samples_and_checkpoints_ema(tmp_path, spatial_
         lr=1e-3,
         sample_every=1,
         sample_n=4,
-        sample_steps=4,
         ema_decay=0.9,
         **QUIET,
     )
@@ -526,7 +525,7 @@ def test_diffusion_trainer_trains_samples_and_checkpoints_ema(tmp_path, spatial_
         tr.sample(n=0)
 
 
-def test_load_pipeline_rebuilds_unet_and_diffusion(tmp_path):
+def test_load_run_rebuilds_unet_and_diffusion(tmp_path):
     unet = pytest.importorskip("ndunet.models.unet")
     from ndunet.diffusion import Diffusion
 
@@ -542,7 +541,7 @@ def test_load_pipeline_rebuilds_unet_and_diffusion(tmp_path):
         **QUIET,
     )
     tr.fit()
-    pipe = load_pipeline(tmp_path / "g")
+    pipe = load_run(tmp_path / "g")
     assert pipe.config["model"]["type"] == "UNet" and pipe.diffusion is not None
     for k, v in net.state_dict().items():
         assert torch.equal(pipe.model.state_dict()[k].to(v.device), v)

@@ -176,13 +176,18 @@ def test_config_json_round_trip() -> None:
     again = UNetConfig.from_dict(json.loads(text))
     assert again == cfg
     assert UNet.from_config(again).config == cfg
-    # Registered classes/instances are stored by name; unnamed ones refuse to serialize.
+    # Registered classes/instances are stored by name, configured ones by name and arguments
+    # (they rebuild from JSON alone); anything else is recorded as custom and must be passed again.
     assert UNetConfig(2, 1, 1, activation=nn.SiLU).to_dict()["activation"] == "silu"
     assert UNetConfig(2, 1, 1, activation=nn.GELU()).to_dict()["activation"] == "gelu"
-    with pytest.raises(TypeError, match="activation"):
-        UNetConfig(2, 1, 1, activation=nn.LeakyReLU(0.3)).to_dict()
-    with pytest.raises(TypeError, match="norm"):
-        UNetConfig(2, 1, 1, norm=nn.BatchNorm2d).to_dict()
+    leaky = UNetConfig(2, 1, 1, activation=nn.LeakyReLU(0.3)).to_dict()
+    assert leaky["activation"] == {"name": "leaky_relu", "negative_slope": 0.3}
+    act = UNet.from_config(json.loads(json.dumps(leaky))).down[0].units[0].block.act1
+    assert isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.3
+    custom = UNetConfig(2, 1, 1, norm=nn.BatchNorm2d).to_dict()
+    assert "custom" in custom["norm"]
+    with pytest.raises(ValueError, match=r"norm=.*custom norm"):
+        UNetConfig.from_dict(custom)
     with pytest.raises(ValueError, match="unknown UNetConfig option"):
         UNetConfig.from_dict({**cfg.to_dict(), "chanels": [1]})
 
@@ -196,7 +201,11 @@ def test_save_and_from_pretrained_reproduce_outputs(tmp_path) -> None:
     t, y = torch.tensor([4, 5, 6]), torch.tensor([0, 1, 2])
     ref = model(x, t, y)
     model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+    ]
     loaded = UNet.from_pretrained(tmp_path).eval()
     assert torch.equal(loaded(x, t, y), ref)
     assert loaded.config == model.config

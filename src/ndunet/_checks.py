@@ -114,8 +114,14 @@ def check_float(
     high_open: bool = False,
 ) -> float:
     """A finite real number in the interval ``[low, high]`` (ends opened on request)."""
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    what = f"a finite number in {interval}"
+    if math.isinf(low) and math.isinf(high):
+        what = "a finite number"
+    elif math.isinf(high):
+        what = f"a finite number {'>' if low_open else '>='} {low:g}"
+    elif math.isinf(low):
+        what = f"a finite number {'<' if high_open else '<='} {high:g}"
+    else:
+        what = f"a finite number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(invalid(name, value, what))
     bad_low = value <= low if low_open else value < low

@@ -14,126 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ndunet.app.run_config import (
-    ConfigError,
-    RunConfig,
-    build_section,
-    load_config,
-    packaged_configs,
-)
+from ndunet.app.run_config import ConfigError, load_config, packaged_configs
 
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A user mistake outside the config file (printed without a traceback, exit code 2)."""
-
-
-# ----- building a run from its config ----------------------------------------------------------
-
-
-def build_datasets(cfg: RunConfig) -> dict[str, Any]:
-    """The dataset splits the run uses: train, and val / test when enabled (empty ones dropped)."""
-    from ndunet.data import load_dataset
-
-    splits = ["train"]
-    if cfg.task.validate:
-        splits.append("val")
-    if cfg.task.type == "supervised" and cfg.task.test:
-        splits.append("test")
-    out = {}
-    for split in splits:
-
-        def load(split: str = split, **options: Any) -> Any:
-            try:
-                return load_dataset(cfg.data.name, split=split, **options)
-            except OSError as e:  # unreadable files: reported like bad values
-                raise ValueError(str(e)) from None
-
-        data = build_section(cfg.source, "data", load, cfg.data.options, cfg.where)
-        if len(data) or split == "train":
-            out[split] = data
-    if not len(out["train"]):
-        raise ConfigError(cfg.source, "data", "the train split is empty; lower val/test_fraction")
-    return out
-
-
-def build_model(cfg: RunConfig, data: Any) -> Any:
-    """The UNet of [model], with spatial_dims, channels and classes filled from the data."""
-    from ndunet.models.unet import UNet, UNetConfig
-
-    values = dict(cfg.model)
-    values.setdefault("spatial_dims", data.spatial_dims)
-    values.setdefault("in_channels", data.in_channels)
-    if cfg.task.type == "diffusion":
-        values.setdefault("out_channels", data.in_channels)
-        values.setdefault("time_embedding", True)
-        if cfg.task.conditional:
-            if data.task != "classification" or not data.num_classes:
-                raise ConfigError(
-                    cfg.source,
-                    "task.conditional",
-                    f"needs class labels, but dataset {cfg.data.name!r} is a {data.task} dataset",
-                )
-            values.setdefault("num_classes", data.num_classes)
-    else:
-        if data.out_channels is None:
-            raise ConfigError(
-                cfg.source, "data", f"dataset {cfg.data.name!r} has no targets to learn"
-            )
-        values.setdefault("out_channels", data.out_channels)
-    unet = UNet.from_config(build_section(cfg.source, "model", UNetConfig, values, cfg.where))
-    if cfg.task.type == "supervised" and cfg.task.head == "pooled":
-        return pooled_head(unet)
-    return unet
-
-
-def pooled_head(unet: Any) -> Any:
-    """``unet`` followed by the mean over every spatial axis: (B, K, *spatial) -> (B, K) logits,
-    the classification head of the seed project's MNIST example."""
-    from torch import Tensor, nn
-
-    class GlobalMean(nn.Module):
-        def forward(self, x: Tensor) -> Tensor:
-            return x.flatten(2).mean(-1)  # (B, K, prod(spatial)) -> (B, K)
-
-    return nn.Sequential(unet, GlobalMean())
-
-
-def _supervised_defaults(cfg: RunConfig, data: Any) -> dict[str, Any]:
-    """Loss and metrics for the data's task when [trainer] names none."""
-    if cfg.task.head == "pooled" or data.task == "classification":
-        return {"loss": "cross_entropy", "metrics": ["accuracy"]}
-    if data.task == "segmentation":
-        return {"loss": "dice_ce", "metrics": ["dice", "iou"]}
-    return {"loss": "mse", "metrics": ["psnr"]}
-
-
-def build_trainer(cfg: RunConfig, out_dir: Path, resume: bool) -> tuple[Any, dict[str, Any]]:
-    """(trainer, datasets) for the run described by ``cfg``."""
-    datasets = build_datasets(cfg)
-    train = datasets["train"]
-    model = build_model(cfg, train)
-    settings = {**cfg.trainer, "out_dir": str(out_dir), "resume": resume}
-    val = datasets.get("val")
-    if cfg.task.type == "diffusion":
-        from ndunet.diffusion import Diffusion
-        from ndunet.training import DiffusionTrainer
-
-        try:
-            module = Diffusion(model, **cfg.diffusion)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(cfg.source, "diffusion", str(e)) from None
-        trainer_cls: Any = DiffusionTrainer
-    else:
-        from ndunet.training import SupervisedTrainer
-
-        module, trainer_cls = model, SupervisedTrainer
-        settings = {**_supervised_defaults(cfg, train), **settings}
-    try:
-        return trainer_cls(module, train, val, **settings), datasets
-    except (ValueError, TypeError) as e:
-        raise ConfigError(cfg.source, "trainer", str(e)) from None
 
 
 # ----- commands --------------------------------------------------------------------------------
@@ -144,20 +31,24 @@ def _is_main_process() -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ndunet.app.assemble import build_trainer
+    from ndunet.pretrained import atomic_write_text
+
     cfg = load_config(args.config, args.set)
-    out_dir = Path(args.out or cfg.trainer.get("out_dir") or Path("runs") / Path(args.config).stem)
-    if args.quiet:
-        cfg.trainer["progress"] = False
-    trainer, datasets = build_trainer(cfg, out_dir, args.resume)
+    given = cfg.trainer_table.get("out_dir")
+    out_dir = Path(args.out or given or Path("runs") / Path(args.config).stem)
+    trainer, datasets = build_trainer(
+        cfg, out_dir, resume=args.resume, allow_changes=args.allow_changes, progress=not args.quiet
+    )
     summary = trainer.fit()
     main = _is_main_process()
     if main:
-        (out_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_text(out_dir / "run_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     results: dict[str, Any] = {"train": {"steps": trainer.step, **summary}}
     if "test" in datasets:  # every rank evaluates (a collective); rank 0 writes
         results["test"] = trainer.evaluate(datasets["test"])
         if main:
-            (out_dir / "test_metrics.json").write_text(json.dumps(results["test"], indent=2))
+            atomic_write_text(out_dir / "test_metrics.json", json.dumps(results["test"], indent=2))
     if cfg.task.type == "diffusion" and main:
         from ndunet.viz import save_samples
 
@@ -213,7 +104,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ndunet.training import load_checkpoint, load_pipeline
+    from ndunet.training import load_checkpoint, load_run
     from ndunet.viz import save_samples
 
     torch.set_num_threads(args.threads) if args.threads else None
@@ -224,9 +115,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {str(out)!r}: the file must end in .png or .npy")
     if out.exists():
         raise UsageError(f"--out {str(out)!r} exists; ndunet never overwrites files")
-    if args.n < 1 or args.steps < 1:
+    if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError(f"--n {args.n} and --steps {args.steps} must be >= 1")
-    pipe = load_pipeline(args.run, which=args.which)
+    pipe = load_run(args.run, which=args.which)
     if pipe.diffusion is None:
         raise UsageError(
             f"{args.run!r} is a {pipe.config.get('task')} run; sampling needs diffusion"
@@ -240,10 +131,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         shape = tuple(state["sample_shape"])
     num_classes = pipe.diffusion.num_classes
     labels = _parse_labels(args.labels, args.n, num_classes)
-    guidance = args.guidance
-    if guidance is None:
-        guidance = float(pipe.config.get("trainer", {}).get("guidance_scale", 1.0))
-        guidance = guidance if num_classes else 1.0
+    guidance = args.guidance  # None: the run's diffusion config decides
     model = pipe.model if args.no_ema else pipe.sampling_model
     x = pipe.diffusion.sample(
         args.n,
@@ -268,6 +156,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ndunet.app.assemble import build_datasets, build_model
     from ndunet.model_summary import summary
 
     cfg = load_config(args.config, args.set)
@@ -340,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a .toml or .json run config, or a packaged config's name")
     t.add_argument("--out", help="run folder (default: trainer.out_dir, else runs/<config name>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: continue although [model] or [diffusion] differ from the run's",
+    )
     _add_set(t)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
@@ -352,15 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder or checkpoint folder")
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     s.add_argument(
-        "--sampler", default="ddim", choices=["ddim", "ddpm", "dpm++2m"], help="default ddim"
+        "--steps", type=int, default=None, help="sampling steps (default: the run's sample_steps)"
+    )
+    s.add_argument(
+        "--sampler",
+        default=None,
+        choices=["ddim", "ddpm", "dpm++2m"],
+        help="default: the run's diffusion.sampler",
     )
     s.add_argument(
         "--guidance",
         type=float,
         default=None,
-        help="classifier-free guidance scale (default: the run's trainer.guidance_scale)",
+        help="classifier-free guidance scale (default: the run's diffusion.guidance_scale)",
     )
     s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
     s.add_argument("--out", help="FILE.png (grid) or FILE.npy (array); default ./samples.png")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,33 +33,6 @@ SAMPLER = "dpm++2m"  # as good as DDIM 50 at 20 steps on digits (benchmarks/digi
 SAMPLE_STEPS = 20
 SAMPLES_PER_CLASS = 10
 NUM_CLASSES = 10
-
-
-class _DeadlineTrainer(DiffusionTrainer):
-    """Trains until a wall-clock deadline (or `epochs`), with the cosine learning-rate decay
-    following the clock rather than a step count, so a machine of any speed (or one that slows
-    down midway) ends training at a low rate, on time."""
-
-    deadline = math.inf
-
-    def _setup_fit(self) -> Any:
-        resume_from = super()._setup_fit()
-        start = time.perf_counter()
-        span = max(self.deadline - start, 1e-6)
-        warmup = self.config.warmup_steps
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            done = min(1.0, (time.perf_counter() - start) / span)
-            return 0.5 * (1.0 + math.cos(math.pi * done))
-
-        self.scheduler.lr_lambdas = [factor]  # LambdaLR calls it at every optimizer step
-        return resume_from
-
-    def _reached_max_steps(self) -> bool:
-        late = self.step > 0 and time.perf_counter() > self.deadline  # at least one step
-        return super()._reached_max_steps() or late
 
 
 class _Quiet(logging.Filter):
@@ -87,7 +59,7 @@ def demo_out_dir(out: str | Path | None) -> Path:
     return path
 
 
-def build_diffusion(width: int = WIDTH) -> torch.nn.Module:
+def build_diffusion(width: int = WIDTH, sample_steps: int = SAMPLE_STEPS) -> torch.nn.Module:
     """The demo's class-conditional diffusion model for (1, 8, 8) digits."""
     from ndunet.diffusion import Diffusion
     from ndunet.models.unet import UNet
@@ -108,6 +80,9 @@ def build_diffusion(width: int = WIDTH) -> torch.nn.Module:
         prediction="v",
         loss_weighting="min_snr",
         cond_drop_prob=COND_DROP_PROB,
+        sampler=SAMPLER,
+        sample_steps=sample_steps,
+        guidance_scale=GUIDANCE,
     )
 
 
@@ -192,7 +167,7 @@ def run_demo(
     torch.manual_seed(seed)
     train = digits("train", seed=seed)  # (N, 1, 8, 8) in [-1, 1], labels 0..9
     device = resolve_device(device)
-    diffusion = build_diffusion(width).to(device)
+    diffusion = build_diffusion(width, sample_steps).to(device)
     n_params = sum(p.numel() for p in diffusion.model.parameters())
     n_samples = SAMPLES_PER_CLASS * NUM_CLASSES
     step_s = _time_steps(diffusion, train.x.to(device), train.y.to(device), 3)
@@ -200,7 +175,6 @@ def run_demo(
     reserve = sample_s + 4.0 + 0.03 * budget  # drawing, checkpoints, the self-check
     train_s = max(budget - (time.perf_counter() - start) - reserve, 0.0)
     max_steps = max(10, int(train_s / step_s))  # the estimate; the deadline decides
-    per_epoch = math.ceil(len(train) / BATCH_SIZE)
     print(
         f"ndunet demo: class-conditional diffusion U-Net ({n_params / 1e6:.2f}M parameters) on "
         f"{len(train)} embedded 8x8 digits on {_where(device)}.\n"
@@ -209,13 +183,16 @@ def run_demo(
         f"  writing to {out_dir.resolve()}",
         flush=True,
     )
-    trainer = _DeadlineTrainer(
+    # Training runs until its time limit; the cosine decay follows the clock, so a machine of
+    # any speed (or one that slows down midway) ends training at a low rate, on time.
+    trainer = DiffusionTrainer(
         diffusion,
         train,
         out_dir=str(out_dir),
-        epochs=math.ceil(3 * max_steps / per_epoch),  # a bound if the machine speeds up
+        time_limit=max(budget - reserve - (time.perf_counter() - start), 1e-3),
         batch_size=BATCH_SIZE,
         lr=LR,
+        scheduler="cosine",
         warmup_steps=min(100, max_steps // 10),
         grad_clip=1.0,
         ema_decay=EMA_DECAY,
@@ -223,12 +200,8 @@ def run_demo(
         keep_last=0,
         log_every_steps=max(1, max_steps // 300),
         progress=progress,
-        sample_steps=sample_steps,
-        sampler=SAMPLER,
-        guidance_scale=GUIDANCE,
         device=str(device),
     )
-    trainer.deadline = start + budget - reserve
     quiet = _Quiet()
     logging.getLogger("ndunet.training").addFilter(quiet)
     try:
@@ -243,9 +216,6 @@ def run_demo(
     _, trajectory = diffusion.sample(
         NUM_CLASSES,
         (1, 8, 8),
-        steps=sample_steps,
-        sampler=SAMPLER,
-        guidance_scale=GUIDANCE,
         y=torch.arange(NUM_CLASSES, device=device),
         generator=gen,
         return_intermediates=True,

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ndunet.rng import restore_rng
 
 
 class TensorPairDataset(Dataset):
@@ -225,3 +228,68 @@ def eval_loader(data: Any, *, batch_size: int, rank: int, world_size: int, name:
     if world_size > 1:
         dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))  # type: ignore[arg-type]
     return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+class EpochBatches:
+    """A training loader read epoch by epoch, in groups of ``grad_accum`` batches, resumable
+    mid-epoch with identical batches.
+
+    With the trainer's own loader (a :class:`ResumableSampler`) the epoch's order is stored and
+    the consumed batches are skipped without loading them. A user DataLoader draws its order (and
+    worker seeds) from the global RNG: the RNG state at the epoch's start is stored, and a resumed
+    epoch replays it and fast-forwards (loading the consumed batches again).
+    """
+
+    def __init__(self, loader: DataLoader, seed: int, grad_accum: int) -> None:
+        self.loader, self.seed, self.grad_accum = loader, seed, grad_accum
+        self.order: Tensor | None = None  # this epoch's order (own sampler)
+        self.epoch_rng: Tensor | None = None  # the global RNG at this epoch's start (user loader)
+
+    def __len__(self) -> int:
+        """Batches per epoch (on this rank)."""
+        return len(self.loader)
+
+    def epoch(
+        self, epoch: int, start_batch: int, rng_after_iter: dict[str, Any] | None = None
+    ) -> Iterator[list[Any]]:
+        """This epoch's batches from ``start_batch`` on, grouped by ``grad_accum``.
+
+        ``rng_after_iter``: the global RNG state a resumed run had right after creating its
+        iterator (restored so random draws during training continue identically)."""
+        loader = self.loader
+        if isinstance(loader.sampler, ResumableSampler):
+            loader.sampler.set_epoch(epoch)
+            if isinstance(loader.dataset, SeededSamples):  # workers get a copy at iter()
+                loader.dataset.epoch = epoch
+            if start_batch > 0 and self.order is not None:  # resumed mid-epoch
+                loader.sampler.order = self.order
+            loader.sampler.skip = start_batch * (loader.batch_size or 1)
+            loader.generator.manual_seed(self.seed * 1_000_003 + epoch)  # worker seeds
+            self.order = loader.sampler.order
+            it = iter(loader)
+        else:
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)
+            if start_batch == 0:
+                if rng_after_iter is not None:  # resumed at an epoch boundary
+                    restore_rng(rng_after_iter)
+                    rng_after_iter = None
+                self.epoch_rng = torch.get_rng_state()
+            elif self.epoch_rng is not None:
+                torch.set_rng_state(self.epoch_rng)
+            it = iter(loader)
+            for _ in range(start_batch):  # fast-forward (batches are loaded again)
+                next(it)
+        if rng_after_iter is not None:
+            restore_rng(rng_after_iter)
+        while micro := list(islice(it, self.grad_accum)):
+            yield micro
+
+    def state_dict(self, mid_epoch: bool) -> dict[str, Tensor]:
+        """How the current epoch's batches were ordered (empty at an epoch boundary)."""
+        if not mid_epoch:
+            return {}
+        return {"order": self.order} if self.order is not None else {"epoch_rng": self.epoch_rng}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.order, self.epoch_rng = state.get("order"), state.get("epoch_rng")

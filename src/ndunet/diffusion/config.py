@@ -1,26 +1,31 @@
-"""DiffusionConfig: every choice of a Diffusion, as a JSON-safe dataclass."""
+"""DiffusionConfig: every choice of a Diffusion (schedule, objective, sampling defaults)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
 
-from .losses import check_loss
-from .parameterization import check_prediction
-from .samplers import SPACINGS
-from .schedules import SCHEDULES
+from ndunet._checks import check_float, check_int
+from ndunet.config import Config, config
+
+from .losses import LossName, Weighting
+from .parameterization import Prediction
+from .samplers import SamplerName, Spacing
+from .schedules import ScheduleName
 
 
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """Schedule, objective and sampling defaults of a :class:`Diffusion` (not the network)."""
+@config
+class DiffusionConfig(Config):
+    """Schedule, objective and sampling defaults of a :class:`Diffusion` (not the network).
+
+    ``sampler``, ``sample_steps`` and ``guidance_scale`` are what :meth:`Diffusion.sample` uses
+    when the call does not say (trainers and ``ndunet sample`` too).
+    """
 
     timesteps: int = 1000
-    schedule: str = "cosine"  # linear | scaled_linear | cosine | sigmoid
-    prediction: str = "v"  # eps | x0 | v
-    loss: str = "l2"  # l2 | l1 | huber
-    loss_weighting: str = "min_snr"  # none | min_snr
+    schedule: ScheduleName = "cosine"
+    prediction: Prediction = "v"
+    loss: LossName = "l2"
+    loss_weighting: Weighting = "min_snr"
     min_snr_gamma: float = 5.0
     huber_delta: float = 1.0
     cond_drop_prob: float = 0.0
@@ -28,54 +33,27 @@ class DiffusionConfig:
     clip_denoised: bool = True  # clip x0_hat to [-clip_value, clip_value] while sampling
     clip_value: float = 1.0
     dynamic_threshold: float | None = None  # Imagen percentile (e.g. 0.995) instead of clipping
-    timestep_spacing: str = "trailing"  # trailing | linspace | leading
+    timestep_spacing: Spacing = "trailing"
     schedule_kwargs: dict[str, float] = field(default_factory=dict)
+    # sampling defaults
+    sampler: SamplerName = "ddim"
+    sample_steps: int = 50
+    guidance_scale: float = 1.0  # classifier-free guidance (1: off)
 
-    def __post_init__(self) -> None:
-        t = self.timesteps
-        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-            raise ValueError(f"timesteps must be an int >= 1, got {t!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
-        check_prediction(self.prediction)
-        check_loss(self.loss, self.loss_weighting)
-        if not self.min_snr_gamma > 0:
-            raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma!r}")
-        if not self.huber_delta > 0:
-            raise ValueError(f"huber_delta must be > 0, got {self.huber_delta!r}")
-        if not 0.0 <= self.cond_drop_prob < 1.0:
-            raise ValueError(f"cond_drop_prob must be in [0, 1), got {self.cond_drop_prob!r}")
-        nc = self.num_classes
-        if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
-            raise ValueError(f"num_classes must be None or an int >= 1, got {nc!r}")
-        if self.cond_drop_prob > 0 and nc is None:
+    def check_values(self) -> None:
+        check_int("timesteps", self.timesteps, 1, 10**7)
+        check_float("min_snr_gamma", self.min_snr_gamma, 0.0, low_open=True)
+        check_float("huber_delta", self.huber_delta, 0.0, low_open=True)
+        check_float("cond_drop_prob", self.cond_drop_prob, 0.0, 1.0, high_open=True)
+        if self.num_classes is not None:
+            check_int("num_classes", self.num_classes, 1, 2**24)
+        if self.cond_drop_prob > 0 and self.num_classes is None:
             raise ValueError(
-                f"cond_drop_prob={self.cond_drop_prob} needs a class-conditioned model "
-                "(num_classes is None)"
+                f"cond_drop_prob={self.cond_drop_prob} is not valid without classes: it needs a "
+                "class-conditioned model (num_classes is None)"
             )
-        if not self.clip_value > 0:
-            raise ValueError(f"clip_value must be > 0, got {self.clip_value!r}")
-        p = self.dynamic_threshold
-        if p is not None and not 0.0 < p <= 1.0:
-            raise ValueError(f"dynamic_threshold must be None or in (0, 1], got {p!r}")
-        if self.timestep_spacing not in SPACINGS:
-            raise ValueError(
-                f"timestep_spacing must be one of {list(SPACINGS)}, got {self.timestep_spacing!r}"
-            )
-        if not isinstance(self.schedule_kwargs, dict):
-            raise TypeError(f"schedule_kwargs must be a dict, got {self.schedule_kwargs!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (round-trips through :meth:`from_dict`)."""
-        out = dataclasses.asdict(self)
-        out["schedule_kwargs"] = dict(self.schedule_kwargs)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown DiffusionConfig keys {unknown}; allowed: {sorted(names)}")
-        return cls(**data)
+        check_float("clip_value", self.clip_value, 0.0, low_open=True)
+        if self.dynamic_threshold is not None:
+            check_float("dynamic_threshold", self.dynamic_threshold, 0.0, 1.0, low_open=True)
+        check_int("sample_steps", self.sample_steps, 1, 10**7)
+        check_float("guidance_scale", self.guidance_scale)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import torch
 from torch import Tensor, nn
+
+from ndunet._checks import did_you_mean
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from . import losses, parameterization, process
 from .config import DiffusionConfig
@@ -34,38 +39,42 @@ class Diffusion(nn.Module):
         min_snr_gamma: float = 5.0,
         cond_drop_prob: float = 0.0,
         num_classes: int | None = None,
+        *,
+        config: DiffusionConfig | None = None,
         **options: Any,
     ) -> None:
+        """Options are :class:`DiffusionConfig` fields; or pass ``config=`` (used as it is)."""
         super().__init__()
         if not callable(model):
             raise TypeError(f"model must be callable as model(x_t, t, y=None), got {model!r}")
         model_classes = getattr(model, "num_classes", None)
-        if num_classes is None:
-            num_classes = model_classes
-        elif model_classes is not None and model_classes != num_classes:
+        if config is None:
+            num_classes = model_classes if num_classes is None else num_classes
+            config = DiffusionConfig(
+                timesteps=timesteps, schedule=schedule, prediction=prediction, loss=loss,
+                loss_weighting=loss_weighting, min_snr_gamma=min_snr_gamma,
+                cond_drop_prob=cond_drop_prob, num_classes=num_classes, **options,
+            )  # fmt: skip
+        elif not isinstance(config, DiffusionConfig):
+            raise TypeError(f"config must be a DiffusionConfig, got {type(config).__name__}")
+        if config.num_classes is None and model_classes is not None:
+            config = config.replace(num_classes=model_classes)
+        elif model_classes is not None and model_classes != config.num_classes:
             raise ValueError(
-                f"num_classes={num_classes} disagrees with model.num_classes={model_classes}"
+                f"num_classes={config.num_classes} disagrees with model.num_classes={model_classes}"
             )
-        self.config = DiffusionConfig(
-            timesteps=timesteps,
-            schedule=schedule,
-            prediction=prediction,
-            loss=loss,
-            loss_weighting=loss_weighting,
-            min_snr_gamma=min_snr_gamma,
-            cond_drop_prob=cond_drop_prob,
-            num_classes=num_classes,
-            **options,
-        )
+        self.config = config
         self.model = model  # registered as a submodule when it is an nn.Module
-        self.schedule = Schedule.from_name(schedule, timesteps, **self.config.schedule_kwargs)
+        self.schedule = Schedule.from_name(
+            config.schedule, config.timesteps, **config.schedule_kwargs
+        )
 
     @classmethod
     def from_config(cls, model: Model, config: DiffusionConfig | dict[str, Any]) -> Diffusion:
         """Build from a :class:`DiffusionConfig` (or its ``to_dict()``)."""
         if isinstance(config, dict):
             config = DiffusionConfig.from_dict(config)
-        return cls(model, **config.to_dict())
+        return cls(model, config=config)
 
     @property
     def timesteps(self) -> int:
@@ -150,41 +159,58 @@ class Diffusion(nn.Module):
         )
 
     def _prepare(
-        self,
-        model: Model | None,
-        shape: Sequence[int],
-        batch_size: int,
-        steps: int,
-        sampler: str,
-        eta: float,
-        guidance_scale: float,
-        y: Tensor | None,
-    ) -> tuple[Model, list[int], Callable[..., Tensor]]:
-        """Validate every sampling argument before any work."""
+        self, shape: Sequence[int], batch_size: int, options: SampleOptions, default_sampler: str
+    ) -> _Plan:
+        """Resolve the defaults (from the config) and validate every sampling option before any
+        work."""
+        unknown = sorted(set(options) - set(SampleOptions.__annotations__))
+        if unknown:
+            names = sorted(SampleOptions.__annotations__)
+            raise TypeError(
+                f"unknown sampling option {unknown[0]!r}{did_you_mean(unknown[0], names)}; "
+                f"valid: {names}"
+            )
+        cfg = self.config
+        model = options.get("model")
         model = self.model if model is None else model
         if not callable(model):
             raise TypeError(f"model must be callable, got {model!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         check_data_shape(model, shape, "shape")
+        sampler = options.get("sampler")
+        sampler = default_sampler if sampler is None else sampler
+        steps = options.get("steps")
+        steps = cfg.sample_steps if steps is None else steps
+        guidance = options.get("guidance_scale")
+        guidance = cfg.guidance_scale if guidance is None else guidance
+        eta = options.get("eta", 0.0)
+        y = options.get("y")
         fn = get_sampler(sampler)
-        ts = sample_timesteps(self.timesteps, steps, self.config.timestep_spacing)
+        ts = sample_timesteps(self.timesteps, steps, cfg.timestep_spacing)
         if not eta >= 0.0:
             raise ValueError(f"eta must be >= 0, got {eta!r}")
         if eta != 0.0 and sampler != "ddim":
             raise ValueError(f"eta={eta} is only used by sampler='ddim', got sampler={sampler!r}")
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {guidance_scale!r}")
-        if guidance_scale != 1.0:
-            if self.num_classes is None:
+        if not math.isfinite(guidance):
+            raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
+        if guidance != 1.0 and y is None:
+            if self.num_classes is None and options.get("guidance_scale") is None:
+                guidance = 1.0  # the config's default guidance only applies to conditioned runs
+            elif self.num_classes is None:
                 raise ValueError(
-                    f"guidance_scale={guidance_scale} needs a class-conditioned model "
+                    f"guidance_scale={guidance} needs a class-conditioned model "
                     "(num_classes is None); use guidance_scale=1.0"
                 )
-            if y is None:
-                raise ValueError(f"guidance_scale={guidance_scale} needs class labels y")
+            else:
+                raise ValueError(f"guidance_scale={guidance} needs class labels y")
         check_labels(y, batch_size, self.num_classes, allow_null=True)
-        return model, ts, fn
+        clip = options.get("clip_denoised")
+        return _Plan(
+            fn, model, ts, eta, guidance, y, options.get("generator"),
+            bool(options.get("progress", False)), bool(options.get("return_intermediates", False)),
+            cfg.clip_denoised if clip is None else bool(clip), options.get("callback"),
+        )  # fmt: skip
 
     @staticmethod
     def _device_dtype(model: Model, device: torch.device | str | None) -> tuple[Any, Any]:
@@ -198,67 +224,40 @@ class Diffusion(nn.Module):
         self,
         batch_size: int,
         shape: Sequence[int],
-        steps: int = 50,
-        sampler: SamplerName = "ddim",
-        eta: float = 0.0,
-        guidance_scale: float = 1.0,
-        y: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        return_intermediates: bool = False,
-        clip_denoised: bool | None = None,
-        model: Model | None = None,
+        steps: int | None = None,
+        sampler: SamplerName | None = None,
+        *,
         device: torch.device | str | None = None,
-        callback: Callback | None = None,
+        **options: Unpack[SampleOptions],
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Generate ``(batch_size, *shape)`` samples, ``shape = (C, *spatial)``.
 
-        ``model`` overrides the network (e.g. EMA weights); ``return_intermediates`` also returns
-        the trajectory ``(steps + 1, B, C, *spatial)`` from pure noise to the result.
+        Options (:class:`SampleOptions`): ``steps``, ``sampler``, ``guidance_scale`` (defaults:
+        the config's ``sample_steps``, ``sampler``, ``guidance_scale``), ``eta`` (DDIM), ``y``
+        class labels, ``generator``, ``progress``, ``clip_denoised``, ``callback``, ``model``
+        (another network, e.g. EMA weights) and ``return_intermediates`` (also return the
+        trajectory ``(steps + 1, B, C, *spatial)`` from pure noise to the result).
         """
         shape = tuple(shape)
-        model, ts, fn = self._prepare(
-            model, shape, batch_size, steps, sampler, eta, guidance_scale, y
-        )
-        device, dtype = self._device_dtype(model, device)
-        x = torch.randn((batch_size, *shape), generator=generator, device=device, dtype=dtype)
-        y = None if y is None else y.to(device)
-        return self._run(
-            fn,
-            model,
-            x,
-            ts,
-            eta,
-            guidance_scale,
-            y,
-            generator,
-            progress,
-            return_intermediates,
-            clip_denoised,
-            callback,
-            post_step=None,
-        )
+        options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
+        plan = self._prepare(shape, batch_size, options, self.config.sampler)
+        device, dtype = self._device_dtype(plan.model, device)
+        x = torch.randn((batch_size, *shape), generator=plan.generator, device=device, dtype=dtype)
+        return self._run(x, plan._replace(y=None if plan.y is None else plan.y.to(device)), None)
 
     def inpaint(
         self,
         known: Tensor,
         mask: Tensor,
-        steps: int = 50,
-        sampler: SamplerName = "ddpm",
-        eta: float = 0.0,
-        guidance_scale: float = 1.0,
-        y: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        return_intermediates: bool = False,
-        clip_denoised: bool | None = None,
-        model: Model | None = None,
-        callback: Callback | None = None,
+        steps: int | None = None,
+        sampler: SamplerName | None = None,
+        **options: Unpack[SampleOptions],
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Complete ``known`` (B, C, *spatial) where ``mask`` is 0, keeping it where mask is 1.
 
         After every step the known region is replaced by ``known`` noised to the next step
-        (RePaint's replacement, Lugmayr et al. 2022, https://arxiv.org/abs/2201.09865).
+        (RePaint's replacement, Lugmayr et al. 2022, https://arxiv.org/abs/2201.09865). Options
+        as for :meth:`sample`; the sampler defaults to ``"ddpm"``.
         """
         if not isinstance(known, Tensor) or not known.is_floating_point() or known.dim() < 3:
             raise ValueError("known must be a floating tensor (B, C, *spatial)")
@@ -270,66 +269,71 @@ class Diffusion(nn.Module):
             raise ValueError(
                 f"mask shape {tuple(mask.shape)} does not broadcast to known {tuple(known.shape)}"
             ) from err
-        model, ts, fn = self._prepare(
-            model, tuple(known.shape[1:]), known.shape[0], steps, sampler, eta, guidance_scale, y
+        options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
+        plan = self._prepare(tuple(known.shape[1:]), known.shape[0], options, "ddpm")
+        replace = replacement(known, mask, self.schedule.alphas_cumprod, plan.generator)
+        x = torch.randn(
+            known.shape, generator=plan.generator, device=known.device, dtype=known.dtype
         )
-        replace = replacement(known, mask, self.schedule.alphas_cumprod, generator)
-        x = torch.randn(known.shape, generator=generator, device=known.device, dtype=known.dtype)
-        x = replace(x, ts[0])
-        y = None if y is None else y.to(known.device)
-        return self._run(
-            fn,
-            model,
-            x,
-            ts,
-            eta,
-            guidance_scale,
-            y,
-            generator,
-            progress,
-            return_intermediates,
-            clip_denoised,
-            callback,
-            post_step=replace,
-        )
+        x = replace(x, plan.timesteps[0])
+        y = None if plan.y is None else plan.y.to(known.device)
+        return self._run(x, plan._replace(y=y), replace)
 
     def _run(
-        self,
-        fn: Callable[..., Tensor],
-        model: Model,
-        x: Tensor,
-        ts: list[int],
-        eta: float,
-        guidance_scale: float,
-        y: Tensor | None,
-        generator: torch.Generator | None,
-        progress: bool,
-        return_intermediates: bool,
-        clip_denoised: bool | None,
-        callback: Callback | None,
-        post_step: Callable[[Tensor, int], Tensor] | None,
+        self, x: Tensor, plan: _Plan, post_step: Callable[[Tensor, int], Tensor] | None
     ) -> Tensor | tuple[Tensor, Tensor]:
-        clip = self.config.clip_denoised if clip_denoised is None else bool(clip_denoised)
-        trajectory = [x] if return_intermediates else []
+        trajectory = [x] if plan.return_intermediates else []
 
         def observe(i: int, t: int, x_next: Tensor, x0: Tensor) -> None:
-            if return_intermediates:
+            if plan.return_intermediates:
                 trajectory.append(x_next)
-            if callback is not None:
-                callback(i, t, x_next, x0)
+            if plan.callback is not None:
+                plan.callback(i, t, x_next, x0)
 
-        with eval_mode(model):
-            out = fn(
-                self.denoiser(y, guidance_scale, clip, model),
+        with eval_mode(plan.model):
+            out = plan.fn(
+                self.denoiser(plan.y, plan.guidance_scale, plan.clip_denoised, plan.model),
                 x,
-                ts,
+                plan.timesteps,
                 self.schedule.alphas_cumprod,
-                eta=eta,
-                generator=generator,
+                eta=plan.eta,
+                generator=plan.generator,
                 post_step=post_step,
                 callback=observe,
-                progress=progress,
+                progress=plan.progress,
             )
-        if return_intermediates:
+        if plan.return_intermediates:
             return out, torch.stack(trajectory)  # (steps + 1, B, C, *spatial)
         return out
+
+
+class SampleOptions(TypedDict, total=False):
+    """Keyword options of :meth:`Diffusion.sample` and :meth:`Diffusion.inpaint`."""
+
+    steps: int | None
+    sampler: SamplerName | None
+    eta: float
+    guidance_scale: float | None
+    y: Tensor | None
+    generator: torch.Generator | None
+    progress: bool
+    return_intermediates: bool
+    clip_denoised: bool | None
+    model: Model | None
+    callback: Callback | None
+
+
+class _Plan(NamedTuple):
+    """Resolved, validated sampling options."""
+
+    fn: Callable[..., Tensor]
+    model: Model
+    timesteps: list[int]
+    eta: float
+    guidance_scale: float
+    y: Tensor | None
+    generator: torch.Generator | None
+    progress: bool
+    return_intermediates: bool
+    clip_denoised: bool
+    callback: Callback | None

@@ -11,13 +11,23 @@ from torch import nn
 
 from ndunet._checks import lookup
 
-__all__ = ["ACTIVATIONS", "ActivationName", "ActivationSpec", "activation", "activation_name"]
+__all__ = [
+    "ACTIVATIONS",
+    "ActivationName",
+    "ActivationSpec",
+    "activation",
+    "activation_name",
+    "activation_to_json",
+    "check_activation",
+]
 
 ActivationName = Literal[
     "relu", "leaky_relu", "silu", "swish", "gelu", "elu", "selu", "prelu", "mish", "tanh",
     "sigmoid", "softplus", "identity", "none",
 ]  # fmt: skip
-ActivationSpec = str | type[nn.Module] | nn.Module | Callable[[], nn.Module] | None
+ActivationSpec = (
+    str | dict[str, Any] | type[nn.Module] | nn.Module | Callable[[], nn.Module] | None
+)  # a dict is a name with arguments: {"name": "leaky_relu", "negative_slope": 0.2}
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -47,6 +57,13 @@ def activation(spec: ActivationSpec, param: str = "activation") -> nn.Module:
         return nn.Identity()
     if isinstance(spec, str):
         return lookup(ACTIVATIONS, spec, param)()
+    if isinstance(spec, dict):
+        kwargs = dict(spec)
+        cls = lookup(ACTIVATIONS, kwargs.pop("name", None), f"{param}['name']")
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise TypeError(f"{param}={spec!r} is not valid: {e}") from None
     if isinstance(spec, nn.Module):
         return copy.deepcopy(spec)
     if callable(spec):
@@ -86,3 +103,40 @@ def activation_name(spec: Any) -> str | None:
         if entry is cls:
             return name
     return None
+
+
+def check_activation(spec: Any, param: str = "activation") -> None:
+    """Refuse what :func:`activation` cannot build, without building anything."""
+    if spec is None or isinstance(spec, nn.Module):
+        return
+    if isinstance(spec, str):
+        lookup(ACTIVATIONS, spec, param)
+    elif isinstance(spec, dict):
+        if "custom" not in spec:
+            lookup(ACTIVATIONS, spec.get("name"), f"{param}['name']")
+    elif not callable(spec):
+        raise TypeError(
+            f"{param}={spec!r} is not valid; expected a name ({', '.join(sorted(ACTIVATIONS))}), "
+            "a name with arguments, an nn.Module class, a partial or an instance"
+        )
+
+
+def activation_to_json(spec: Any) -> str | dict[str, Any]:
+    """What a config file records for ``spec``: its registered name; a name with arguments for a
+    registered module configured otherwise (``nn.LeakyReLU(0.2)`` ->
+    ``{"name": "leaky_relu", "negative_slope": 0.2}``); else ``{"custom": repr(spec)}``."""
+    name = activation_name(spec)
+    if name is not None:
+        return name
+    if isinstance(spec, dict):
+        return dict(spec)
+    cls: Any = spec.func if isinstance(spec, functools.partial) else type(spec)
+    names = [n for n, entry in ACTIVATIONS.items() if entry is cls]
+    if names and isinstance(spec, functools.partial) and not spec.args:
+        return {"name": names[0], **spec.keywords}
+    if names and isinstance(spec, nn.Module):
+        keys = [k for k in getattr(cls, "__constants__", ()) if k != "inplace"]
+        kwargs = {k: getattr(spec, k) for k in keys}
+        if repr(cls(**kwargs)) == repr(spec):  # the constants say all there is
+            return {"name": names[0], **kwargs}
+    return {"custom": repr(spec)}

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import os
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ndunet._checks import did_you_mean
 from ndunet.blocks import BLOCKS, Downsample, Unit, Upsample, make_attention
 from ndunet.functional import pad_nd
 from ndunet.layers.activation import activation
@@ -20,12 +16,10 @@ from ndunet.layers.attention import AttentionGate
 from ndunet.layers.conv import conv
 from ndunet.layers.embedding import ClassEmbedding, TimeEmbedding
 from ndunet.layers.norm import norm as make_norm
+from ndunet.models.saving import PretrainedMixin
 from ndunet.models.unet_config import UNetConfig
 
 __all__ = ["UNet", "UNetConfig"]
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 class Level(nn.Module):
@@ -40,7 +34,7 @@ class Level(nn.Module):
         self.gates = nn.ModuleList(gates) if gates else None
 
 
-class UNet(nn.Module):
+class UNet(PretrainedMixin, nn.Module):
     """U-Net for ``(B, in_channels, *spatial)`` inputs with ``spatial_dims`` spatial axes.
 
     Encoder level ``i`` has ``num_res_blocks[i]`` blocks of width ``channels[i]`` (any positive
@@ -62,9 +56,9 @@ class UNet(nn.Module):
 
     def __init__(
         self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
+        spatial_dims: int | UNetConfig,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
         channels: tuple[int, ...] = (32, 64, 128, 256),
         num_res_blocks: int | tuple[int, ...] = 2,
         attention_levels: tuple[bool | str, ...] | None = None,
@@ -76,24 +70,21 @@ class UNet(nn.Module):
         **options: Any,
     ) -> None:
         super().__init__()
-        names = [f.name for f in dataclasses.fields(UNetConfig)]
-        for key in options:
-            if key not in names:
-                raise TypeError(
-                    f"UNet got an unknown option {key!r}; valid options: {names}."
-                    + did_you_mean(key, names)
-                )
         for key, module in (("in_layer", in_layer), ("out_layer", out_layer)):
             if module is not None and not isinstance(module, nn.Module):
                 raise TypeError(f"{key} must be an nn.Module, got {type(module).__name__}")
-        options.setdefault("custom_in_layer", in_layer is not None)
-        options.setdefault("custom_out_layer", out_layer is not None)
-        cfg = UNetConfig(
-            spatial_dims, in_channels, out_channels, tuple(channels),
-            tuple(num_res_blocks) if isinstance(num_res_blocks, list) else num_res_blocks,
-            tuple(attention_levels) if attention_levels is not None else None,
-            time_embedding=time_embedding, num_classes=num_classes, **options,
-        )  # fmt: skip
+        if isinstance(spatial_dims, UNetConfig):  # UNet(config): used as it is
+            if in_channels is not None or out_channels is not None or options:
+                raise TypeError("UNet(config) takes no other options; use config.replace(...)")
+            cfg = spatial_dims
+        else:
+            options.setdefault("custom_in_layer", in_layer is not None)
+            options.setdefault("custom_out_layer", out_layer is not None)
+            cfg = UNetConfig(
+                spatial_dims, in_channels, out_channels, channels, num_res_blocks,  # type: ignore[arg-type]
+                attention_levels, time_embedding=time_embedding, num_classes=num_classes,
+                **options,
+            )  # fmt: skip
         for key, module, flag in (
             ("in_layer", in_layer, cfg.custom_in_layer),
             ("out_layer", out_layer, cfg.custom_out_layer),
@@ -358,51 +349,7 @@ class UNet(nn.Module):
             config = UNetConfig.from_dict(config)
         if not isinstance(config, UNetConfig):
             raise TypeError(f"config must be a UNetConfig or dict, got {type(config).__name__}")
-        kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        return cls(**kwargs, in_layer=in_layer, out_layer=out_layer)
-
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
-        from safetensors.torch import save_file
-
-        from ndunet import __version__
-
-        data = {"_class": "UNet", "_ndunet_version": __version__, **self.config.to_dict()}
-        os.makedirs(directory, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
-        with open(os.path.join(directory, CONFIG_NAME), "w") as f:
-            json.dump(data, f, indent=2)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | os.PathLike[str],
-        device: torch.device | str = "cpu",
-        in_layer: nn.Module | None = None,
-        out_layer: nn.Module | None = None,
-    ) -> UNet:
-        """Rebuild a model saved by :meth:`save_pretrained` (safetensors: nothing is unpickled)."""
-        from safetensors.torch import load_file
-
-        config_path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {os.fspath(directory)!r}")
-        with open(config_path) as f:
-            data = json.load(f)
-        if data.get("format") == "ndunet-checkpoint":  # a trainer checkpoint folder
-            model_entry = data.get("model") or {}
-            if model_entry.get("type") != "UNet":
-                raise ValueError(f"{config_path} holds no UNet config (model={model_entry!r})")
-            data = dict(model_entry["config"])
-        cls_name = data.pop("_class", "UNet")
-        if cls_name != "UNet":
-            raise ValueError(f"{config_path} describes a {cls_name!r}, not a UNet")
-        data = {k: v for k, v in data.items() if not k.startswith("_")}
-        model = cls.from_config(UNetConfig.from_dict(data), in_layer=in_layer, out_layer=out_layer)
-        state = load_file(os.path.join(directory, WEIGHTS_NAME), device=str(device))
-        model.load_state_dict(state, strict=True)
-        return model.to(device)
+        return cls(config, in_layer=in_layer, out_layer=out_layer)
 
     def summary(self, input_shape: tuple[int, ...], **kwargs: Any) -> Any:
         """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary`."""

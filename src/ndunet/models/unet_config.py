@@ -1,30 +1,17 @@
-"""UNetConfig: every constructor option of :class:`ndunet.UNet` as a JSON-friendly dataclass."""
+"""UNetConfig: every constructor option of :class:`ndunet.UNet` as a JSON-friendly config."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from ndunet._checks import did_you_mean
-from ndunet.layers.activation import ActivationSpec, activation_name
+from ndunet._checks import check_float, check_int, did_you_mean, lookup
+from ndunet.config import Config, config
+from ndunet.layers.activation import activation_to_json, check_activation
+from ndunet.layers.norm import NORMS
 
 __all__ = ["UNetConfig"]
 
-_TUPLE_FIELDS = ("channels", "num_res_blocks", "attention_levels")
 _ATTENTION = ("self", "cbam", "none")
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        hint = did_you_mean(value, [str(a) for a in allowed]) if isinstance(value, str) else ""
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}.{hint}")
 
 
 def _attention_kind(name: str, value: Any, default: str) -> str | None:
@@ -36,18 +23,32 @@ def _attention_kind(name: str, value: Any, default: str) -> str | None:
     if isinstance(value, str) and value.lower() in _ATTENTION:
         return None if value.lower() == "none" else value.lower()
     raise ValueError(
-        f"{name}={value!r} is not allowed; use a bool or one of {list(_ATTENTION)}"
-        + (did_you_mean(value, list(_ATTENTION)) if isinstance(value, str) else "")
+        f"{name}={value!r} is not valid; expected a bool or one of {list(_ATTENTION)}"
+        + did_you_mean(value, _ATTENTION)
     )
 
 
-@dataclass
-class UNetConfig:
+# Feasibility limits, checked before anything is allocated (a hostile or mistyped config.json
+# must fail with a message naming the option, not exhaust memory or time).
+MAX_SPATIAL_DIMS = 12
+MAX_WIDTH = 65536
+MAX_BLOCKS = 256
+MAX_KERNEL_TAPS = 65536  # kernel_size ** spatial_dims
+MAX_CLASSES = 2**24
+MAX_PARAMETERS = 2**31  # about 8 GiB of float32 weights
+
+
+@config
+class UNetConfig(Config):
     """Options of :class:`ndunet.UNet` (see its docstring); ``to_dict``/``from_dict`` are JSON-safe.
 
-    ``norm`` and ``activation`` may hold a class, partial or module instance for building a model,
-    but only registered names can be written out: ``to_dict`` raises a TypeError otherwise.
+    ``norm`` and ``activation`` may hold a class, partial or module instance. ``to_dict`` writes
+    a registered name, a name with arguments (``{"name": "leaky_relu", "negative_slope": 0.2}``),
+    or, for anything else, ``{"custom": "<repr>"}``: such a config rebuilds only when the same
+    object is passed again (as for ``in_layer``).
     """
+
+    unchecked: ClassVar[tuple[str, ...]] = ("norm", "activation")
 
     spatial_dims: int
     in_channels: int
@@ -67,7 +68,7 @@ class UNetConfig:
     kernel_size: int = 3
     norm: Any = "group"
     num_groups: int = 32  # for norm="group", lowered to a divisor of the channels
-    activation: ActivationSpec = "silu"
+    activation: Any = "silu"
     dropout: float = 0.0
     dropout_in: Literal["all", "encoder", "decoder"] = "all"  # encoder includes the bottleneck
     downsample: Literal["conv", "max", "avg"] = "conv"
@@ -79,76 +80,80 @@ class UNetConfig:
     custom_in_layer: bool = False  # set by UNet(in_layer=...); the module itself is not JSON
     custom_out_layer: bool = False
 
-    def __post_init__(self) -> None:
-        for name in _TUPLE_FIELDS:  # JSON gives lists; keep tuples so configs compare equal
-            value = getattr(self, name)
-            if isinstance(value, list):
-                setattr(self, name, tuple(value))
-        self.validate()
-
     # ---- checks ---------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise a ValueError/TypeError naming the first invalid option."""
-        _positive_int("spatial_dims", self.spatial_dims)
-        _positive_int("in_channels", self.in_channels)
-        _positive_int("out_channels", self.out_channels)
+    def check_values(self) -> None:
+        """Ranges and combinations the field types cannot say, and the feasibility limits."""
+        check_int("spatial_dims", self.spatial_dims, 1, MAX_SPATIAL_DIMS)
+        check_int("in_channels", self.in_channels, 1, MAX_WIDTH)
+        check_int("out_channels", self.out_channels, 1, MAX_WIDTH)
         ch = self.channels
-        if not isinstance(ch, tuple) or len(ch) < 2:
+        if len(ch) < 2:
             raise ValueError(
-                f"channels must be a sequence of >= 2 ints (one per level), got {ch!r}"
+                f"channels={list(ch)!r} is not valid; expected a list of >= 2 ints (one per level)"
             )
         for c in ch:
-            _positive_int("every entry of channels", c)
+            check_int("channels", c, 1, MAX_WIDTH)
         levels = len(ch)
         nrb = self.num_res_blocks
-        if isinstance(nrb, tuple):
-            if len(nrb) != levels:
-                raise ValueError(
-                    f"num_res_blocks={nrb!r} has {len(nrb)} entries; expected one per level "
-                    f"(len(channels)={levels}) or a single int"
-                )
-            for n in nrb:
-                _positive_int("every entry of num_res_blocks", n)
-        else:
-            _positive_int("num_res_blocks", nrb)
-        _choice("attention_type", self.attention_type, ("self", "cbam"))
+        if isinstance(nrb, tuple) and len(nrb) != levels:
+            raise ValueError(
+                f"num_res_blocks={list(nrb)!r} has {len(nrb)} entries; expected one per level "
+                f"(len(channels)={levels}) or a single int"
+            )
+        for n in nrb if isinstance(nrb, tuple) else (nrb,):
+            check_int("num_res_blocks", n, 1, MAX_BLOCKS)
         if self.attention_levels is not None:
-            if not isinstance(self.attention_levels, tuple) or len(self.attention_levels) != levels:
+            if len(self.attention_levels) != levels:
                 raise ValueError(
-                    f"attention_levels={self.attention_levels!r} must have one entry per level "
-                    f"(len(channels)={levels})"
+                    f"attention_levels={list(self.attention_levels)!r} must have one entry per "
+                    f"level (len(channels)={levels})"
                 )
             for a in self.attention_levels:
-                _attention_kind("attention_levels entry", a, self.attention_type)
+                _attention_kind("attention_levels", a, self.attention_type)
         _attention_kind("bottleneck_attention", self.bottleneck_attention, self.attention_type)
-        _positive_int("attention_head_dim", self.attention_head_dim)
-        _choice("pos_embedding", self.pos_embedding, (None, "sinusoidal"))
+        check_int("attention_head_dim", self.attention_head_dim, 1, MAX_WIDTH)
         if self.time_embed_dim is not None:
-            _positive_int("time_embed_dim", self.time_embed_dim)
+            check_int("time_embed_dim", self.time_embed_dim, 1, MAX_WIDTH)
         if self.num_classes is not None:
-            _positive_int("num_classes", self.num_classes)
-        _choice("block", self.block, ("residual", "plain"))
-        if (
-            isinstance(self.kernel_size, bool)
-            or not isinstance(self.kernel_size, int)
-            or (self.kernel_size < 1 or self.kernel_size % 2 == 0)
-        ):
+            check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        k = self.kernel_size
+        if k < 1 or k % 2 == 0:
             raise ValueError(
-                f"kernel_size must be an odd int >= 1 (shape-preserving), got {self.kernel_size!r}"
+                f"kernel_size={k!r} is not valid; expected an odd int >= 1 (shape-preserving)"
             )
-        _positive_int("num_groups", self.num_groups)
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
-        _choice("dropout_in", self.dropout_in, ("all", "encoder", "decoder"))
-        _choice("downsample", self.downsample, ("conv", "max", "avg"))
-        _choice("upsample", self.upsample, ("transpose", "nearest", "linear"))
-        _choice("skip_connections", self.skip_connections, ("block", "level"))
-        modes = ("zeros", "reflect", "replicate", "circular")
-        _choice("padding_mode", self.padding_mode, modes)
-        _choice("input_pad_mode", self.input_pad_mode, modes)
-        for flag in ("attention_gates", "time_embedding", "gradient_checkpointing"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        if k**self.spatial_dims > MAX_KERNEL_TAPS:
+            raise ValueError(
+                f"kernel_size={k} is not valid with spatial_dims={self.spatial_dims}: "
+                f"{k}**{self.spatial_dims} taps per filter, over the limit of {MAX_KERNEL_TAPS}"
+            )
+        check_int("num_groups", self.num_groups, 1)
+        check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_activation(self.activation)
+        for name in ("norm", "activation"):
+            value = getattr(self, name)
+            if isinstance(value, dict) and "custom" in value:
+                raise ValueError(
+                    f"{name}={value!r} is not valid: the model was built with a custom {name} "
+                    f"that JSON cannot hold; pass the object itself as {name}=..."
+                )
+        if isinstance(self.norm, str):
+            lookup(NORMS, self.norm, "norm")
+        params = self.estimated_parameters()
+        if params > MAX_PARAMETERS:
+            raise ValueError(
+                f"channels={list(ch)!r} is not valid with kernel_size={k}, spatial_dims="
+                f"{self.spatial_dims} and num_res_blocks={self.num_res_blocks!r}: about "
+                f"{params:.2e} parameters, over the limit of {MAX_PARAMETERS:.2e}"
+            )
+
+    def estimated_parameters(self) -> float:
+        """A quick upper estimate of the parameter count (no allocation), for the limits."""
+        taps = self.kernel_size**self.spatial_dims
+        convs = sum(
+            (3 * n + 2) * 2 * taps * c * c for n, c in zip(self.res_blocks(), self.channels)
+        )
+        embed = (self.embed_dim() or 0) * ((self.num_classes or 0) + 4 * max(self.channels))
+        return float(convs + embed)
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -183,39 +188,10 @@ class UNetConfig:
 
     # ---- serialization --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict; raises TypeError for a norm/activation given as an unnamed object."""
-        out = dataclasses.asdict(self)
-        for name in _TUPLE_FIELDS:
-            if isinstance(out[name], tuple):
-                out[name] = list(out[name])
-        act = activation_name(self.activation)
-        if act is None:
-            raise TypeError(
-                f"UNetConfig.activation={self.activation!r} has no registered name, so the config "
-                "cannot be written to JSON; pass a name such as 'silu' or 'leaky_relu'"
-            )
-        out["activation"] = act
+        """JSON-ready options; a norm/activation object is written as a name, a name with its
+        arguments, or ``{"custom": "<repr>"}`` (see the class docstring)."""
+        out = super().to_dict()
+        out["activation"] = activation_to_json(self.activation)
         if self.norm is not None and not isinstance(self.norm, str):
-            raise TypeError(
-                f"UNetConfig.norm={self.norm!r} is not a registered name, so the config cannot be "
-                "written to JSON; pass one of 'group', 'batch', 'instance', 'layer', 'none'"
-            )
+            out["norm"] = {"custom": repr(self.norm)}
         return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise a ValueError naming them."""
-        if not isinstance(data, dict):
-            raise TypeError(f"data must be a dict, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise ValueError(
-                f"unknown UNetConfig option(s) {unknown}; valid: {names}."
-                + did_you_mean(unknown[0], names)
-            )
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> UNetConfig:
-        """A copy with some options changed (validated)."""
-        return dataclasses.replace(self, **changes)

@@ -1,11 +1,11 @@
-"""Training: SupervisedTrainer and DiffusionTrainer on one engine, TrainerConfig, checkpoints.
+"""Training: SupervisedTrainer and DiffusionTrainer on one engine, TrainerConfig, callbacks.
 
     trainer = SupervisedTrainer(model, train, val, loss="cross_entropy", metrics=("accuracy",),
                                 out_dir="runs/cls", epochs=10, lr=1e-3, batch_size=64)
     trainer.fit(); trainer.evaluate(test)
-    dtrainer = DiffusionTrainer(Diffusion(unet), train, out_dir="runs/gen", sample_every=5)
+    dtrainer = DiffusionTrainer(Diffusion(unet), train, out_dir="runs/gen", time_limit=600)
     dtrainer.fit(); dtrainer.sample(n=64)
-    pipe = load_pipeline("runs/gen")          # UNet + Diffusion + EMA copy, from the folder alone
+    run = load_run("runs/gen")          # UNet + Diffusion + EMA copy, from the folder alone
 
 Data: a Dataset, a DataLoader, a tensor/array (N, C, *spatial), (X, Y) or {"x": X, "y": Y};
 samples x, (x,), (x, y) or {"x": x, "y": y} (see `ndunet.data.loader`).
@@ -17,28 +17,26 @@ Run folder (never deleted or overwritten; resume=True continues it):
 Launch with `torchrun --nproc_per_node=K script.py` for DDP; nothing else changes.
 """
 
-from ndunet.pretrained import (
-    Checkpoint,
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
+from ndunet.pretrained import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ndunet.training.callbacks import Callback
 from ndunet.training.diffusion_trainer import DiffusionTrainer
-from ndunet.training.pipeline import Pipeline, load_pipeline
+from ndunet.training.load import LoadedRun, load_run
+from ndunet.training.steps import NonFiniteLossError
 from ndunet.training.supervised_trainer import SupervisedTrainer
-from ndunet.training.trainer import NonFiniteLossError, Trainer
+from ndunet.training.trainer import Trainer
 from ndunet.training.trainer_config import TrainerConfig
 
 __all__ = [
+    "Callback",
     "Checkpoint",
     "CheckpointError",
     "DiffusionTrainer",
+    "LoadedRun",
     "NonFiniteLossError",
-    "Pipeline",
     "SupervisedTrainer",
     "Trainer",
     "TrainerConfig",
     "load_checkpoint",
-    "load_pipeline",
+    "load_run",
     "save_checkpoint",
 ]

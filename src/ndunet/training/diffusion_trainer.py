@@ -9,10 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from ndunet.data.loader import as_dataset, unpack_batch
+from ndunet.rng import capture_rng, restore_rng
 from ndunet.training.logging import logger
-from ndunet.training.rng import capture_rng, restore_rng
 from ndunet.training.trainer import Trainer
-from ndunet.training.trainer_config import TrainerConfig
 
 
 def _num_classes(diffusion: nn.Module) -> int | None:
@@ -30,22 +29,20 @@ class DiffusionTrainer(Trainer):
     EMA weights. Other keywords are TrainerConfig fields."""
 
     task = "diffusion"
-    _defaults: ClassVar[dict[str, Any]] = {"ema_decay": 0.9999, "metrics": []}
+    config_defaults: ClassVar[dict[str, Any]] = {"ema_decay": 0.9999, "metrics": ()}
 
     def __init__(
         self,
         diffusion: nn.Module,
         train_data: Any,
         val_data: Any = None,
-        *,
-        config: TrainerConfig | None = None,
-        **overrides: Any,
+        **options: Any,
     ) -> None:
         if not isinstance(getattr(diffusion, "model", None), nn.Module):
             raise TypeError(
                 f"diffusion must wrap a network in `.model` (ndunet.Diffusion), got {type(diffusion).__name__}"
             )
-        super().__init__(diffusion, train_data, val_data, config=config, **overrides)
+        super().__init__(diffusion, train_data, val_data, **options)
         self.num_classes = _num_classes(diffusion)
 
     @property
@@ -108,7 +105,8 @@ class DiffusionTrainer(Trainer):
         seed: int | None = None,
     ) -> Tensor:
         """`n` samples of the training shape (C, *spatial), from the EMA weights when there are
-        any. Class-conditional networks get labels 0, 1, ... cycling unless `y` is given. Uses its
+        any. `steps`, `sampler` and `guidance_scale` default to the diffusion's config.
+        Class-conditional networks get labels 0, 1, ... cycling unless `y` is given. Uses its
         own generator (seed: config.seed by default), so the training RNG streams are untouched."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r}; must be an integer >= 1")
@@ -123,9 +121,9 @@ class DiffusionTrainer(Trainer):
             out = self.module.sample(
                 n,
                 self._shape(),
-                steps=steps or cfg.sample_steps,
-                sampler=sampler or cfg.sampler,
-                guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
+                steps=steps,
+                sampler=sampler,
+                guidance_scale=guidance_scale,
                 y=y,
                 generator=generator,
                 progress=False,

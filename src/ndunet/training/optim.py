@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -24,25 +24,38 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainerConfig) -> torch
 
 
 def lr_factor(
-    step: int, *, total_steps: int, warmup_steps: int, kind: str, min_lr_ratio: float
+    step: int,
+    *,
+    total_steps: int | None,
+    warmup_steps: int,
+    kind: str,
+    min_lr_ratio: float,
+    time_fraction: float = 0.0,
 ) -> float:
     """Multiplier of the base lr at optimizer step `step` (0-based).
 
     Linear warmup over `warmup_steps` (Goyal et al. 2017, https://arxiv.org/abs/1706.02677), then
-    constant, or a half cosine down to `min_lr_ratio` at `total_steps` (SGDR without restarts,
-    Loshchilov & Hutter 2017, https://arxiv.org/abs/1608.03983).
+    constant, or a half cosine down to `min_lr_ratio` (SGDR without restarts, Loshchilov & Hutter
+    2017, https://arxiv.org/abs/1608.03983) whose progress is the further along of
+    step / `total_steps` and `time_fraction` (elapsed / time limit), so a run bounded by the clock
+    ends at the low rate on any machine.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if kind == "constant":
         return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
+    progress = time_fraction
+    if total_steps:
+        progress = max(progress, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, progress)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainerConfig, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainerConfig,
+    total_steps: int | None,
+    time_fraction: Callable[[], float] = lambda: 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR stepped once per optimizer step. Its state dict holds no function (the lambda
     is rebuilt from the config on resume), so it stays weights_only-loadable."""
@@ -54,6 +67,7 @@ def build_scheduler(
             warmup_steps=cfg.warmup_steps,
             kind=cfg.scheduler,
             min_lr_ratio=cfg.min_lr_ratio,
+            time_fraction=time_fraction(),
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,19 +1,19 @@
 """The training engine shared by SupervisedTrainer and DiffusionTrainer: one loop, top to bottom.
 
 A subclass says what a batch's loss is (`compute_loss`), which network the checkpoints hold
-(`network`), and how to describe it in config.json; the engine owns everything else: devices,
-DDP, AMP, accumulation, clipping, LR schedule, EMA, NaN policy, validation and "best", atomic
-checkpoints with exact resume, logs and progress bars.
+(`network`) and what else describes it (`diffusion_entry`, `extra_state`); the engine owns the
+rest: devices, DDP, AMP, accumulation, clipping, LR schedule, EMA, NaN policy, validation and
+"best", checkpoints with exact resume (`state_dict`/`load_state_dict`), logs and progress bars.
+Users extend a run through `callbacks` (see :mod:`ndunet.training.callbacks`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
+import importlib.util
 import math
 import time
-from collections.abc import Iterator
-from itertools import islice
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,35 +22,34 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ndunet.data.loader import (
-    ResumableSampler,
-    SeededSamples,
-    as_dataset,
-    build_loader,
-    eval_loader,
-    unpack_batch,
-)
-from ndunet.pretrained import atomic_write_text, link_checkpoint, save_checkpoint
+from ndunet.data.loader import EpochBatches, as_dataset, build_loader, eval_loader
+from ndunet.pretrained import atomic_write_text
+from ndunet.rng import capture_rng, restore_rng, seed_everything
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
+from ndunet.training.callbacks import Callback, check_callbacks
+from ndunet.training.checkpoints import CheckpointWriter
 from ndunet.training.evaluation import evaluate_batches
+from ndunet.training.folder import describe_run, restore_checkpoint
 from ndunet.training.logging import RunLog, logger
 from ndunet.training.metrics import Metric
 from ndunet.training.optim import build_optimizer, build_scheduler
-from ndunet.training.rng import capture_rng, restore_rng, seed_everything
 from ndunet.training.run_dir import check_run_dir
-from ndunet.training.state import describe, load_state_into, run_config, trainer_state
-from ndunet.training.trainer_config import TrainerConfig
+from ndunet.training.steps import StepRunner
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or Inf (nan_policy='raise')."""
+STATE_VERSION = 1
 
 
 class Trainer:
-    """Engine base class; use SupervisedTrainer or DiffusionTrainer."""
+    """Engine base class; use SupervisedTrainer or DiffusionTrainer.
 
-    _defaults: ClassVar[dict[str, Any]] = {}
+    ``resume=True`` continues the run in ``out_dir`` from ``checkpoints/last`` (a changed model
+    or diffusion config is refused unless ``allow_changes=True``); ``progress``
+    shows tqdm bars; ``callbacks`` receive the run's events. Other keywords are
+    :class:`TrainerConfig` fields (or pass ``config=``).
+    """
+
+    config_defaults: ClassVar[dict[str, Any]] = {}
     task = "custom"
 
     def __init__(
@@ -59,19 +58,27 @@ class Trainer:
         train_data: Any,
         val_data: Any = None,
         *,
-        config: TrainerConfig | None = None,
+        config: Any = None,
+        resume: bool = False,
+        allow_changes: bool = False,
+        progress: bool = True,
+        callbacks: Sequence[Callback] | None = None,
         **overrides: Any,
     ) -> None:
+        from ndunet.training.trainer_config import TrainerConfig
+
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected an nn.Module to train, got {type(module).__name__}")
         if config is not None and not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
-        base = (
-            config.to_dict()
-            if config is not None
-            else {**TrainerConfig().to_dict(), **self._defaults}
-        )
-        self.config = TrainerConfig.from_dict({**base, **overrides})
+        if config is None:
+            config = TrainerConfig(**{**self.config_defaults, **overrides})
+        elif overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        self.resume, self.progress = bool(resume), bool(progress)
+        self.allow_changes = bool(allow_changes)
+        self.callbacks = check_callbacks(callbacks)
         self.module = module  # what forward() is called on (the model, or the Diffusion wrapper)
         # bad data fails here, before any work; a DataLoader is used as given
         self.train_data = (
@@ -93,13 +100,12 @@ class Trainer:
         # for data, optimizer steps, checkpoints, evaluation, plots (benchmarks read these)
         keys = ("loop", "loop_cpu", "data", "step", "checkpoint", "eval", "plot")
         self.timings = dict.fromkeys(keys, 0.0)
-        self._ready = False
         self.ema: nn.Module | None = None
         self.sample_shape: tuple[int, ...] | None = None
-        self._order: Tensor | None = None
-        self._epoch_rng: Tensor | None = None
-        self._rng: dict[str, Any] | None = None
-        self._epoch_loss, self._epoch_batches_n, self._skipped, self._elapsed = 0.0, 0, 0, 0.0
+        self.stop_reason: str | None = None
+        self._ready = False
+        self._rng_after_iter: dict[str, Any] | None = None
+        self._epoch_loss, self._epoch_count, self._elapsed = 0.0, 0, 0.0
 
     # ----- what subclasses define -------------------------------------------------------------
     @property
@@ -125,7 +131,17 @@ class Trainer:
         """Inverse of extra_state."""
 
     def on_epoch_end(self, epoch: int) -> None:
-        """Hook after an epoch's checkpoint (DiffusionTrainer writes sample grids here)."""
+        """Subclass hook after an epoch's checkpoint (DiffusionTrainer draws samples here)."""
+
+    # ----- public controls --------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """End training after the current step (a callback may call this); fit() then saves
+        checkpoints/last, so the run can be resumed."""
+        self.stop_reason = reason
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, resumed runs included."""
+        return time.perf_counter() - self._t0 if hasattr(self, "_t0") else self._elapsed
 
     # ----- setup ------------------------------------------------------------------------------
     def _setup_runtime(self) -> None:
@@ -152,34 +168,26 @@ class Trainer:
             self.ema = EMA(self.network, decay=cfg.ema_decay, warmup=cfg.ema_warmup).to(self.device)
         self._ready = True
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's autocast context (a no-op without AMP)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _setup_fit(self) -> Path | None:
+        """Every check that can fail, then the run folder, loader, optimizer and log."""
         cfg = self.config
-        # every check that can fail comes before anything is written
-        names = (
-            ["val_loss", *(f"val_{m.name}" for m in self.metrics)]
-            if self.val_data is not None
-            else []
-        )
+        names = ["val_loss", *(f"val_{m.name}" for m in self.metrics)] if self.val_data else []
         self.best = BestTracker.from_config(
             cfg.best_metric, cfg.best_mode, self.metrics, self.val_data is not None
         )
-        if cfg.tensorboard:
-            try:
-                importlib.import_module("torch.utils.tensorboard")
-            except ImportError as e:
-                raise ImportError(
-                    "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
-                ) from e
-        resume_from = check_run_dir(
-            self.out_dir, cfg.resume
-        )  # every rank checks before rank 0 writes
+        if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ImportError(
+                "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
+            )
+        resume_from = check_run_dir(self.out_dir, self.resume)  # every rank, before rank 0 writes
         D.barrier(self.dist)
-        self.loader = build_loader(
+        loader = build_loader(
             self.train_data,
             batch_size=cfg.batch_size,
             shuffle=cfg.shuffle,
@@ -191,77 +199,85 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             name="train_data",
         )
-        self.batches_per_epoch = len(self.loader)
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        self.batches = EpochBatches(loader, cfg.seed, cfg.grad_accum)
+        self.steps_per_epoch = math.ceil(len(self.batches) / cfg.grad_accum)
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"train_data yields no batch (batch_size={cfg.batch_size}, drop_last={cfg.drop_last})"
             )
-        total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        total = cfg.max_steps or (cfg.epochs or 0) * self.steps_per_epoch or None
         self.optimizer = build_optimizer(self.module.parameters(), cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg, total)
+        self.scheduler = build_scheduler(self.optimizer, cfg, total, self._time_fraction)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.ddp: nn.Module = self.module
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.module, device_ids=ids)
+        self.steps = StepRunner(self)
         main = self.dist.is_main
+        self.writer = CheckpointWriter(self.out_dir, cfg.keep_last, cfg.save_checkpoints and main)
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is None:
-                atomic_write_text(self.out_dir / "config.json", describe(self))
+                atomic_write_text(self.out_dir / "config.json", describe_run(self, indent=2))
         self.log = RunLog(
             self.out_dir if main else None,
             names,
-            progress=cfg.progress,
+            progress=self.progress,
             tensorboard=cfg.tensorboard,
         )
         return resume_from
 
+    def _time_fraction(self) -> float:
+        limit = self.config.time_limit
+        return self.elapsed() / limit if limit else 0.0
+
     # ----- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train for `epochs` (or `max_steps`), resuming from checkpoints/last when resume=True.
-        Returns the last epoch's summary (loss, lr, val metrics)."""
+        """Train until `epochs`, `max_steps`, `time_limit` or a stop request, resuming from
+        checkpoints/last when resume=True. Returns the last epoch's summary (loss, lr, val_*)."""
         cfg = self.config
         self._setup_runtime()
         # ranks draw independent noise (e.g. diffusion); DDP keeps their weights in sync
         seed_everything(cfg.seed + self.dist.rank)
         resume_from = self._setup_fit()
         if resume_from is not None:
-            load_state_into(self, resume_from)
+            restore_checkpoint(self, resume_from)
             logger.info(
                 "resumed from %s at step %d (epoch %d, batch %d)",
-                resume_from,
-                self.step,
-                self.epoch,
-                self.batch_in_epoch,
-            )
+                resume_from, self.step, self.epoch, self.batch_in_epoch,
+            )  # fmt: skip
         restart = resume_from is None and (self.out_dir / "log.csv").exists()  # see check_run_dir
         self.log.open_csv(self.step if resume_from is not None or restart else None)
         self.log.bars(cfg.epochs, self.epoch)
         self._t0 = time.perf_counter() - self._elapsed
         self._last_plot = time.perf_counter()
+        self.stop_reason = None
+        rng_after_iter = self._rng_after_iter if resume_from is not None else None
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
         summary: dict[str, float] = {}
         t_loop, cpu_loop = time.perf_counter(), time.process_time()
         try:
-            while self.epoch < cfg.epochs and not self._reached_max_steps():
-                rng_after_iter = self._rng if resume_from is not None else None
-                batches = self._epoch_batches(rng_after_iter)
-                resume_from = None
+            while not self._finished():
+                if self.batch_in_epoch == 0:
+                    self._epoch_loss, self._epoch_count = 0.0, 0
+                batches = self.batches.epoch(self.epoch, self.batch_in_epoch, rng_after_iter)
+                rng_after_iter = None
                 self.log.epoch_start(
                     self.epoch, self.steps_per_epoch, self.batch_in_epoch // cfg.grad_accum
                 )
-                for micro in batches:
-                    loss = self._train_step(micro)
+                for micro in self._timed(batches):
+                    loss = self.steps.run(micro)
                     self.step += 1
                     self.batch_in_epoch += len(micro)
                     if math.isfinite(loss):  # a skipped (nan_policy='skip') step is not averaged
                         self._epoch_loss += loss * len(micro)
-                        self._epoch_batches_n += len(micro)
+                        self._epoch_count += len(micro)
                     self._after_step(loss)
-                    if self._reached_max_steps():
+                    if self._limit_reached():
                         break
-                if self._reached_max_steps() and self.batch_in_epoch < self.batches_per_epoch:
+                if self._limit_reached() and self.batch_in_epoch < len(self.batches):
                     self._save(["last"])  # stopped mid-epoch: resumable from here
                     break
                 summary = self._end_epoch()
@@ -269,149 +285,67 @@ class Trainer:
             self.timings["loop_cpu"] += time.process_time() - cpu_loop
             if self.dist.is_main and cfg.plot:
                 self.log.plot()
+            for cb in self.callbacks:
+                cb.on_fit_end(self, summary)
         finally:
             self.log.close()
         D.barrier(self.dist)
         return summary
 
-    def _reached_max_steps(self) -> bool:
-        return 0 < self.config.max_steps <= self.step
-
-    def _epoch_batches(self, rng_after_iter: dict | None) -> Iterator[list[Any]]:
-        """This epoch's batches from position `batch_in_epoch`, grouped by grad_accum."""
-        loader: DataLoader = self.loader
-        own = isinstance(loader.sampler, ResumableSampler)
-        if own:
-            loader.sampler.set_epoch(self.epoch)
-            if isinstance(loader.dataset, SeededSamples):  # workers get a copy at iter()
-                loader.dataset.epoch = self.epoch
-            if self.batch_in_epoch > 0 and self._order is not None:  # resumed mid-epoch
-                loader.sampler.order = self._order
-            loader.sampler.skip = self.batch_in_epoch * self.loader.batch_size
-            loader.generator.manual_seed(self.config.seed * 1_000_003 + self.epoch)  # worker seeds
-            self._order = loader.sampler.order
-            it = iter(loader)
-        else:  # a user DataLoader draws its order (and worker seeds) from the global RNG
-            if hasattr(loader.sampler, "set_epoch"):
-                loader.sampler.set_epoch(self.epoch)
-            if self.batch_in_epoch == 0:
-                if rng_after_iter is not None:  # resumed at an epoch boundary
-                    restore_rng(rng_after_iter)
-                    rng_after_iter = None
-                self._epoch_rng = torch.get_rng_state()
-            else:
-                torch.set_rng_state(self._epoch_rng)
-            it = iter(loader)
-            for _ in range(self.batch_in_epoch):  # fast-forward (batches are loaded again)
-                next(it)
-        if rng_after_iter is not None:
-            restore_rng(rng_after_iter)
-        if self.batch_in_epoch == 0:
-            self._epoch_loss, self._epoch_batches_n = 0.0, 0
+    def _timed(self, batches: Iterator[list[Any]]) -> Iterator[list[Any]]:
         while True:
             t = time.perf_counter()
-            micro = list(islice(it, self.config.grad_accum))
+            micro = next(batches, None)
             self.timings["data"] += time.perf_counter() - t
-            if not micro:
+            if micro is None:
                 return
             yield micro
 
-    def _train_step(self, micro: list[Any]) -> float:
-        """One optimizer step over the micro-batches of `micro`; returns the (global) mean loss."""
-        t_start = time.perf_counter()
-        cfg, opt = self.config, self.optimizer
-        batches = [unpack_batch(b) for b in micro]
-        sizes = [len(x) for x, _ in batches]
-        total = sum(sizes)
-        opt.zero_grad(set_to_none=True)
-        single = len(batches) == 1
-        loss_sum = torch.zeros((), device=self.device)  # replaced when single
-        for i, (x, y) in enumerate(batches):
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True) if isinstance(y, Tensor) else y
-            last = i == len(batches) - 1
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()
-            with sync:
-                with self._autocast():
-                    loss, _ = self.compute_loss(self.ddp, x, y)
-                weight = sizes[i] / total  # sample-weighted: accumulation equals one big batch
-                self.scaler.scale(loss if single else loss * weight).backward()
-            part = loss.detach().float()
-            loss_sum = part if single else loss_sum + part * weight
-        if self.dist.enabled:  # global mean, and a NaN on any rank is seen by all
-            loss_sum = (
-                D.all_reduce_sum([loss_sum], self.dist, self.device)[0] / self.dist.world_size
-            )
-        value = float(loss_sum)
-        if not math.isfinite(value):
-            self._non_finite(value)
-        else:
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-            self.scaler.step(opt)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(self.network)
-        self.timings["step"] += time.perf_counter() - t_start
-        return value
+    def _limit_reached(self) -> bool:
+        """A step or time limit, or a stop request (checked after each step)."""
+        cfg = self.config
+        if self.stop_reason is not None:
+            return True
+        if 0 < cfg.max_steps <= self.step:
+            self.stop_reason = f"max_steps={cfg.max_steps} reached"
+        elif cfg.time_limit is not None and self.step > 0 and self.elapsed() >= cfg.time_limit:
+            self.stop_reason = f"time_limit={cfg.time_limit:g}s reached"
+        return self.stop_reason is not None
 
-    def _non_finite(self, value: float) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        first = self.batch_in_epoch + 1  # 1-based, like the step column of log.csv
-        accum = self.config.grad_accum
-        batches = f"batch {first}" if accum == 1 else f"batches {first}-{first + accum - 1}"
-        where = f"step {self.step + 1} (epoch {self.epoch + 1}, {batches} of the epoch)"
-        if self.config.nan_policy == "skip":
-            self._skipped += 1
-            logger.warning(
-                "non-finite loss %s at %s: update skipped (%d so far)", value, where, self._skipped
-            )
-            return
-        raise NonFiniteLossError(
-            f"loss is {value} at {where}. The last good checkpoint in {str(self.out_dir / 'checkpoints')!r} "
-            "is intact; lower the lr, enable grad_clip, or set nan_policy='skip' to skip such updates."
-        )
+    def _finished(self) -> bool:
+        epochs = self.config.epochs
+        return (epochs is not None and self.epoch >= epochs) or self._limit_reached()
 
     def _after_step(self, loss: float) -> None:
         cfg = self.config
         postfix = None
-        epoch_done = self.batch_in_epoch >= self.batches_per_epoch
+        epoch_done = self.batch_in_epoch >= len(self.batches)
         if self.step % cfg.log_every_steps == 0 or epoch_done:  # >= 1 row per epoch
             lr = self.optimizer.param_groups[0]["lr"]
-            self.log.row(
-                {
-                    "step": self.step,
-                    "epoch": self.epoch + 1,
-                    "loss": loss,
-                    "lr": lr,
-                    "wall_time": self._wall(),
-                }
-            )
+            row = {"step": self.step, "epoch": self.epoch + 1, "loss": loss, "lr": lr}
+            self.log.row({**row, "wall_time": self.elapsed()})
             postfix = {"loss": f"{loss:.4g}"}
         self.log.step(1, postfix)
+        for cb in self.callbacks:
+            cb.on_step_end(self, loss)
         in_epoch = not epoch_done  # the epoch's last step is validated and saved by _end_epoch
-        if (
-            cfg.val_every_steps
-            and self.step % cfg.val_every_steps == 0
-            and in_epoch
-            and self.val_data is not None
-        ):
-            improved = self._validate()
-            if improved:
-                self._save(["best"])
+        every = cfg.val_every_steps
+        validate = every and self.step % every == 0 and in_epoch and self.val_data is not None
+        if validate and self._validate():
+            self._save(["best"])
         if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and in_epoch:
             self._save(["last"])
 
     def _end_epoch(self) -> dict[str, float]:
         cfg = self.config
-        epoch_loss = self._epoch_loss / max(1, self._epoch_batches_n)
+        if self._epoch_count:
+            epoch_loss = self._epoch_loss / self._epoch_count
+        else:  # every step of the epoch was skipped (nan_policy='skip'): no loss to report
+            epoch_loss = math.nan
+            logger.warning("epoch %d: every update was skipped (non-finite loss)", self.epoch + 1)
         if self.dist.enabled:
-            epoch_loss = (
-                float(D.all_reduce_sum([torch.tensor(epoch_loss)], self.dist, self.device)[0])
-                / self.dist.world_size
-            )
+            total = D.all_reduce_sum([torch.tensor(epoch_loss)], self.dist, self.device)[0]
+            epoch_loss = float(total) / self.dist.world_size
         summary = {"loss": epoch_loss, "lr": self.optimizer.param_groups[0]["lr"]}
         self.epoch += 1
         self.batch_in_epoch = 0
@@ -427,18 +361,21 @@ class Trainer:
         if improved:
             names.append("best")
         self._save(names)
-        self._prune_epochs()
+        self.writer.prune()
         self.on_epoch_end(self.epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, summary)
         t = time.perf_counter()
         if self.dist.is_main and cfg.plot and t - self._last_plot > 30:  # matplotlib is slow
             self.log.plot()
             self._last_plot = time.perf_counter()
             self.timings["plot"] += self._last_plot - t
         shown = {k: f"{v:.4g}" for k, v in summary.items() if k != "lr"}
+        total_epochs = cfg.epochs if cfg.epochs is not None else "?"
         logger.info(
-            "epoch %d/%d: %s",
+            "epoch %d/%s: %s",
             self.epoch,
-            cfg.epochs,
+            total_epochs,
             ", ".join(f"{k}={v}" for k, v in shown.items()),
         )
         self.log.epoch_end(shown)
@@ -449,15 +386,14 @@ class Trainer:
         results = {f"val_{k}": v for k, v in self.evaluate(self.val_data).items()}
         if summary is not None:
             summary.update(results)
-        self.log.row(
-            {
-                "step": self.step,
-                "epoch": self.epoch,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                **results,
-                "wall_time": self._wall(),
-            }
-        )
+        bad = [k for k, v in results.items() if not math.isfinite(v)]
+        if bad:
+            logger.warning("validation at step %d gave non-finite %s", self.step, bad)
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"step": self.step, "epoch": self.epoch, "lr": lr, **results}
+        self.log.row({**row, "wall_time": self.elapsed()})
+        for cb in self.callbacks:
+            cb.on_validation_end(self, results)
         return self.best.update(results[self.best.key]) if self.best.key in results else False
 
     # ----- evaluation -------------------------------------------------------------------------
@@ -480,56 +416,87 @@ class Trainer:
         self.module.eval()
         try:
             out = evaluate_batches(
-                loader,
-                self.module,
-                self.compute_loss,
-                self.metrics,
-                device=self.device,
-                autocast=self._autocast,
-                dist=dist,
-            )
+                loader, self.module, self.compute_loss, self.metrics,
+                device=self.device, autocast=self.autocast, dist=dist,
+            )  # fmt: skip
         finally:
             restore_rng(rng)
             self.module.train(was_training)
         self.timings["eval"] += time.perf_counter() - t
         return out
 
-    # ----- checkpoints ------------------------------------------------------------------------
-    def _wall(self) -> float:
-        return time.perf_counter() - self._t0
+    # ----- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything beyond the weights that an exact resume needs (trainer_state.pt): tensors
+        and plain containers only. Under DDP a collective: every rank calls it, and the per-rank
+        RNG states and loss sums are gathered."""
+        own = {
+            "rng": capture_rng(),
+            "epoch_loss": self._epoch_loss,
+            "epoch_batches": self._epoch_count,
+        }
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.dist.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ranks": D.gather_objects(own, self.dist),
+            "data_order": self.batches.state_dict(self.batch_in_epoch > 0),
+            "best_value": self.best.value,
+            "history": self.history,
+            "elapsed": self.elapsed(),
+            "skipped": self.steps.skipped,
+            "sample_shape": list(self.sample_shape) if self.sample_shape else None,
+        }
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (after fit's set-up built the optimizer and loader)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"trainer state version {state.get('version')!r} is not valid; expected "
+                f"{STATE_VERSION}"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        self.best.value, self.history = state["best_value"], list(state["history"])
+        self._elapsed, self.steps.skipped = state["elapsed"], state["skipped"]
+        if state["sample_shape"] is not None:
+            self.sample_shape = tuple(state["sample_shape"])
+        ranks = state["ranks"]
+        if len(ranks) == self.dist.world_size:
+            mine = ranks[self.dist.rank]
+            self._rng_after_iter = mine["rng"]
+            self._epoch_loss, self._epoch_count = mine["epoch_loss"], mine["epoch_batches"]
+        else:
+            logger.warning(
+                "checkpoint written by %d processes, resumed by %d: RNG streams restart",
+                len(ranks), self.dist.world_size,
+            )  # fmt: skip
+            self._rng_after_iter = None
+            self._epoch_loss, self._epoch_count = ranks[0]["epoch_loss"], ranks[0]["epoch_batches"]
+        self.batches.load_state_dict(state["data_order"])
+
+    # ----- checkpoints ------------------------------------------------------------------------
     def _save(self, names: list[str]) -> None:
-        """Write one checkpoint folder and link the others to it (rank 0; all ranks call).
-        "last", the folder resume reads, is swapped in after the others: a kill in between
-        leaves a "best" from the future that the resumed run rewrites identically, never a
-        "last" whose best_value disagrees with checkpoints/best."""
+        """Write checkpoints `names` (rank 0 writes; every rank calls: the state is gathered)."""
+        if not self.config.save_checkpoints:
+            return
         t = time.perf_counter()
-        names = sorted(names, key=lambda name: name == "last")
-        state = trainer_state(self)  # gathers every rank's RNG state (a collective)
+        state = self.state_dict()
         if self.dist.is_main:
-            ckpt = self.out_dir / "checkpoints"
-            extra = self.extra_state()
-            ema = self.ema.state_dict() if self.ema is not None else None
-            first = save_checkpoint(
-                ckpt / names[0],
-                config=run_config(self),
+            self.writer.save(
+                names,
+                config=describe_run(self),
                 model_state=self.network.state_dict(),
-                ema_state=ema,
-                extra_state=extra,
+                ema_state=self.ema.state_dict() if self.ema is not None else None,
+                extra_state=self.extra_state(),
                 trainer_state=state,
             )
-            for name in names[1:]:
-                link_checkpoint(first, ckpt / name)
         self.timings["checkpoint"] += time.perf_counter() - t
-
-    def _prune_epochs(self) -> None:
-        """Keep the newest `keep_last` per-epoch checkpoints (the only deletion the engine does)."""
-        if not self.dist.is_main:
-            return
-        import shutil
-
-        ckpt = self.out_dir / "checkpoints"
-        ours = (p for p in ckpt.glob("epoch-*") if p.is_dir() and p.name[6:].isdigit())
-        epochs = sorted(ours, key=lambda p: int(p.name[6:]))
-        for p in epochs[: max(0, len(epochs) - self.config.keep_last)]:
-            shutil.rmtree(p)

@@ -1,0 +1,60 @@
+"""A run's checkpoints: ``last`` (what resume reads), ``best``, ``epoch-NNNN``, and pruning."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ndunet.pretrained import link_checkpoint, save_checkpoint
+
+
+class CheckpointWriter:
+    """Writes the checkpoint folders of one run under ``out_dir/checkpoints`` (rank 0 only)."""
+
+    def __init__(self, out_dir: Path, keep_last: int, enabled: bool = True) -> None:
+        self.folder = Path(out_dir) / "checkpoints"
+        self.keep_last, self.enabled = keep_last, enabled
+
+    def save(
+        self,
+        names: list[str],
+        *,
+        config: dict[str, Any],
+        model_state: dict[str, Tensor],
+        ema_state: dict[str, Tensor] | None,
+        extra_state: dict[str, Tensor],
+        trainer_state: dict[str, Any],
+    ) -> None:
+        """Write one checkpoint and copy it to the other names. "last", the folder resume reads,
+        is swapped in after the others: a kill in between leaves a "best" from the future that
+        the resumed run rewrites identically, never a "last" whose best value disagrees with
+        checkpoints/best."""
+        if not self.enabled or not names:
+            return
+        names = sorted(names, key=lambda name: name == "last")
+        first = save_checkpoint(
+            self.folder / names[0],
+            config=config,
+            model_state=model_state,
+            ema_state=ema_state,
+            extra_state=extra_state,
+            trainer_state=trainer_state,
+        )
+        for name in names[1:]:
+            link_checkpoint(first, self.folder / name)
+
+    def prune(self) -> None:
+        """Keep the newest `keep_last` per-epoch checkpoints (the only deletion a run does)."""
+        if not self.enabled or not self.folder.is_dir():
+            return
+        ours = (
+            p
+            for p in self.folder.glob("epoch-*")
+            if p.is_dir() and not p.is_symlink() and p.name[6:].isdigit()
+        )
+        epochs = sorted(ours, key=lambda p: int(p.name[6:]))
+        for p in epochs[: max(0, len(epochs) - self.keep_last)]:
+            shutil.rmtree(p)
