@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,8 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import NearestNeighbors
-from sklearn.svm import SVC
+
+from ndunet.app.demo import digit_classifier
 
 
 def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -50,12 +50,7 @@ class DigitsJudge:
 
     def __post_init__(self) -> None:
         flat = self.x_train.reshape(len(self.x_train), -1)
-        # Platt-scaled SVC probabilities stay low off the data manifold (uniform noise: ~0.2),
-        # unlike a calibrated decision function; deprecated in scikit-learn 1.9, still present.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            self.clf = SVC(gamma="scale", C=10.0, probability=True, random_state=0)
-            self.clf.fit(flat, self.y_train)
+        self.clf = digit_classifier(self.x_train, self.y_train, probability=True)
         self.heldout_accuracy = float(
             (
                 self.clf.predict(self.x_heldout.reshape(len(self.x_heldout), -1)) == self.y_heldout

@@ -42,7 +42,6 @@ def main(tiny: bool = False, out: str | None = None, guidance: float = 2.0) -> d
         diffusion,
         train,
         out_dir=str(folder),
-        epochs=-(-steps // -(-len(train) // 64)),
         max_steps=steps,
         batch_size=64,
         lr=2e-3,

@@ -57,7 +57,6 @@ def main(tiny: bool = False, out: str | None = None) -> dict[str, object]:
         diffusion,
         data,
         out_dir=str(folder),
-        epochs=-(-steps // -(-len(data) // 64)),
         max_steps=steps,
         batch_size=64,
         lr=2e-3,

@@ -31,12 +31,10 @@ def train_and_sample(name: str, data, channels, attention, steps: int, out: Path
         time_embedding=True,
     )
     diffusion = Diffusion(unet, schedule="cosine", prediction="v", loss_weighting="min_snr")
-    batches = -(-len(data) // 32)
     trainer = DiffusionTrainer(
         diffusion,
         data,
         out_dir=str(out / name),
-        epochs=-(-steps // batches),
         max_steps=steps,
         batch_size=32,
         lr=2e-3,

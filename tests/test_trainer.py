@@ -171,9 +171,12 @@ def test_run_folder_is_never_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match="no checkpoint"):
         SupervisedTrainer(mlp(), (x, y), out_dir=str(other), resume=True, **QUIET).fit()
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
-    # a run killed before its first checkpoint left only its start-up files: resume starts over
+    # a run killed before its first checkpoint left only its marker and start-up files: resume
+    # starts over (a folder without the marker is someone else's: see test_faults.py)
+    from ndunet.training.run_dir import mark_run_dir
+
     killed = tmp_path / "killed"
-    killed.mkdir()
+    mark_run_dir(killed)
     (killed / "config.json").write_text("{}")
     (killed / "log.csv").write_text("step,epoch,loss,lr,wall_time\n1,1,9.0,0.1,0.5\n")
     tr = SupervisedTrainer(

@@ -32,7 +32,7 @@ def _is_main_process() -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ndunet.app.assemble import build_trainer
-    from ndunet.pretrained import atomic_write_text
+    from ndunet.files import safe_write_text, safe_write_with
 
     cfg = load_config(args.config, args.set)
     given = cfg.trainer_table.get("out_dir")
@@ -43,19 +43,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = trainer.fit()
     main = _is_main_process()
     if main:
-        atomic_write_text(out_dir / "run_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+        safe_write_text(out_dir / "run_config.json", text, root=out_dir)
     results: dict[str, Any] = {"train": {"steps": trainer.step, **summary}}
     if "test" in datasets:  # every rank evaluates (a collective); rank 0 writes
         results["test"] = trainer.evaluate(datasets["test"])
         if main:
-            atomic_write_text(out_dir / "test_metrics.json", json.dumps(results["test"], indent=2))
+            text = json.dumps(results["test"], indent=2)
+            safe_write_text(out_dir / "test_metrics.json", text, root=out_dir)
     if cfg.task.type == "diffusion" and main:
         from ndunet.viz import save_samples
 
         n = trainer.config.sample_n
         x = trainer.sample(n)
         nrow = trainer.num_classes if trainer.num_classes and n >= trainer.num_classes else None
-        save_samples(x.float().cpu(), out_dir / "samples.png", nrow=nrow)
+        safe_write_with(
+            out_dir / "samples.png",
+            lambda path: save_samples(x.float().cpu(), path, nrow=nrow),
+            root=out_dir,
+        )
     if main:
         shown = {k: {m: round(v, 5) for m, v in r.items()} for k, r in results.items()}
         print(f"finished: {json.dumps(shown)}")
@@ -104,6 +110,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from ndunet.files import safe_write_stream, safe_write_with
     from ndunet.training import load_checkpoint, load_run
     from ndunet.viz import save_samples
 
@@ -113,7 +120,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _free_path("samples", ".png")
     if out.suffix.lower() not in (".png", ".npy"):
         raise UsageError(f"--out {str(out)!r}: the file must end in .png or .npy")
-    if out.exists():
+    if out.exists() or out.is_symlink():
         raise UsageError(f"--out {str(out)!r} exists; ndunet never overwrites files")
     if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError(f"--n {args.n} and --steps {args.steps} must be >= 1")
@@ -147,10 +154,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = x.float().clamp(-1, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
-        np.save(out, x.numpy())
+        safe_write_stream(out, lambda f: np.save(f, x.numpy()), overwrite=False)
     else:
         nrow = num_classes if num_classes and not args.labels and args.n >= num_classes else None
-        save_samples(x, out, nrow=nrow)
+        safe_write_with(out, lambda path: save_samples(x, path, nrow=nrow), overwrite=False)
     print(f"{args.n} samples {tuple(shape)} from {pipe.path} -> {out.resolve()}")
     return 0
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ndunet.files import safe_write_stream, safe_write_text, safe_write_with
 from ndunet.training import DiffusionTrainer
 from ndunet.training.distributed import resolve_device
 
@@ -122,15 +123,28 @@ def _where(device: torch.device) -> str:
     return f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else str(device)
 
 
+def digit_classifier(x: np.ndarray, y: np.ndarray, probability: bool = False) -> Any:
+    """The judge of generated digits: an RBF SVM fitted on real digits (N, ...) with labels (N,),
+    independent of any generator (the demo's self-check and benchmarks/digits_eval.py)."""
+    import warnings
+
+    from sklearn.svm import SVC
+
+    # Platt-scaled probabilities stay low off the data manifold (uniform noise: ~0.2); the
+    # option is deprecated in scikit-learn 1.9, still present.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        clf = SVC(gamma="scale", C=10.0, probability=probability, random_state=0)
+        return clf.fit(x.reshape(len(x), -1), y)
+
+
 def judge_samples(samples: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """A self-check independent of the generator: an RBF SVM trained on the real training digits
     classifies the samples; reports how often it sees the requested digit, per class too."""
-    from sklearn.svm import SVC
-
     from ndunet.data import digits
 
     train, test = digits("train", seed=seed), digits("test", seed=seed)
-    clf = SVC(gamma="scale", C=10.0).fit(train.x.flatten(1).numpy(), train.y.numpy())
+    clf = digit_classifier(train.x.numpy(), train.y.numpy())
     real_acc = float((clf.predict(test.x.flatten(1).numpy()) == test.y.numpy()).mean())
     pred = clf.predict(np.clip(samples, -1, 1).reshape(len(samples), -1))
     per_class = {str(c): float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
@@ -222,17 +236,23 @@ def run_demo(
         model=trainer.ema.module if trainer.ema is not None else None,
     )
     paths = {
-        "samples.png": save_samples(samples, out_dir / "samples.png", nrow=NUM_CLASSES),
+        "samples.png": safe_write_with(
+            out_dir / "samples.png",
+            lambda path: save_samples(samples, path, nrow=NUM_CLASSES),
+            root=out_dir,
+        ),
         "samples.npy": out_dir / "samples.npy",
-        "denoising.png": save_strip(
-            trajectory.float().cpu(), out_dir / "denoising.png", columns=11
+        "denoising.png": safe_write_with(
+            out_dir / "denoising.png",
+            lambda path: save_strip(trajectory.float().cpu(), path, columns=11),
+            root=out_dir,
         ),
         "loss.png": plot_loss(out_dir / "log.csv", out_dir / "loss.png"),
         "log.csv": out_dir / "log.csv",
         "checkpoints": out_dir / "checkpoints",
         "eval.json": out_dir / "eval.json",
     }
-    np.save(paths["samples.npy"], samples.numpy())
+    safe_write_stream(paths["samples.npy"], lambda f: np.save(f, samples.numpy()), root=out_dir)
     check = judge_samples(samples.squeeze(1).numpy(), labels.numpy(), seed)
     check.update(
         steps=trainer.step,
@@ -240,7 +260,7 @@ def run_demo(
         total_seconds=round(time.perf_counter() - start, 1),
         parameters=n_params,
     )
-    paths["eval.json"].write_text(json.dumps(check, indent=2) + "\n")
+    safe_write_text(paths["eval.json"], json.dumps(check, indent=2) + "\n", root=out_dir)
     print(
         f"done in {check['total_seconds'] / 60:.1f} min ({trainer.step} steps). Self-check: an SVM "
         f"trained on real digits ({check['classifier_accuracy_on_real_test_digits']:.1%} on real "

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from ndunet.pretrained import link_checkpoint, save_checkpoint
+from ndunet.pretrained import link_checkpoint, prune_checkpoints, save_checkpoint
 
 
 class CheckpointWriter:
     """Writes the checkpoint folders of one run under ``out_dir/checkpoints`` (rank 0 only)."""
 
     def __init__(self, out_dir: Path, keep_last: int, enabled: bool = True) -> None:
-        self.folder = Path(out_dir) / "checkpoints"
+        self.root = Path(out_dir)
+        self.folder = self.root / "checkpoints"
         self.keep_last, self.enabled = keep_last, enabled
 
     def save(
@@ -42,19 +42,12 @@ class CheckpointWriter:
             ema_state=ema_state,
             extra_state=extra_state,
             trainer_state=trainer_state,
+            root=self.root,
         )
         for name in names[1:]:
-            link_checkpoint(first, self.folder / name)
+            link_checkpoint(first, self.folder / name, root=self.root)
 
     def prune(self) -> None:
         """Keep the newest `keep_last` per-epoch checkpoints (the only deletion a run does)."""
-        if not self.enabled or not self.folder.is_dir():
-            return
-        ours = (
-            p
-            for p in self.folder.glob("epoch-*")
-            if p.is_dir() and not p.is_symlink() and p.name[6:].isdigit()
-        )
-        epochs = sorted(ours, key=lambda p: int(p.name[6:]))
-        for p in epochs[: max(0, len(epochs) - self.keep_last)]:
-            shutil.rmtree(p)
+        if self.enabled and self.folder.is_dir():
+            prune_checkpoints(self.folder, self.keep_last, root=self.root)

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from ndunet.data.loader import as_dataset, unpack_batch
 from ndunet.rng import capture_rng, restore_rng
-from ndunet.training.logging import logger
 from ndunet.training.trainer import Trainer
 
 
@@ -142,9 +141,11 @@ class DiffusionTrainer(Trainer):
             return
         folder = self.out_dir / "samples"
         folder.mkdir(exist_ok=True)
-        try:
-            from ndunet.viz import save_samples
-        except ImportError:
-            logger.warning("ndunet.viz not available: samples for epoch %d not drawn", epoch)
-            return
-        save_samples(x.float().cpu(), folder / f"epoch-{epoch:04d}.png")
+        from ndunet.files import safe_write_with
+        from ndunet.viz import save_samples
+
+        safe_write_with(
+            folder / f"epoch-{epoch:04d}.png",
+            lambda path: save_samples(x.float().cpu(), path),
+            root=self.out_dir,
+        )

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ndunet.data.loader import EpochBatches, as_dataset, build_loader, eval_loader
-from ndunet.pretrained import atomic_write_text
+from ndunet.files import RunLock, safe_write_text
 from ndunet.rng import capture_rng, restore_rng, seed_everything
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
@@ -34,7 +34,7 @@ from ndunet.training.folder import describe_run, restore_checkpoint
 from ndunet.training.logging import RunLog, logger
 from ndunet.training.metrics import Metric
 from ndunet.training.optim import build_optimizer, build_scheduler
-from ndunet.training.run_dir import check_run_dir
+from ndunet.training.run_dir import check_run_dir, claim_run_dir
 from ndunet.training.steps import StepRunner
 
 STATE_VERSION = 1
@@ -101,6 +101,7 @@ class Trainer:
         keys = ("loop", "loop_cpu", "data", "step", "checkpoint", "eval", "plot")
         self.timings = dict.fromkeys(keys, 0.0)
         self.ema: nn.Module | None = None
+        self._lock: RunLock | None = None
         self.sample_shape: tuple[int, ...] | None = None
         self.stop_reason: str | None = None
         self._ready = False
@@ -185,7 +186,10 @@ class Trainer:
             raise ImportError(
                 "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
             )
-        resume_from = check_run_dir(self.out_dir, self.resume)  # every rank, before rank 0 writes
+        if self.dist.is_main:  # the writer: check, lock, check again under the lock, mark
+            self._lock, resume_from = claim_run_dir(self.out_dir, self.resume)
+        else:
+            resume_from = check_run_dir(self.out_dir, self.resume)
         D.barrier(self.dist)
         loader = build_loader(
             self.train_data,
@@ -219,7 +223,9 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is None:
-                atomic_write_text(self.out_dir / "config.json", describe_run(self, indent=2))
+                safe_write_text(
+                    self.out_dir / "config.json", describe_run(self, indent=2), root=self.out_dir
+                )
         self.log = RunLog(
             self.out_dir if main else None,
             names,
@@ -240,6 +246,15 @@ class Trainer:
         self._setup_runtime()
         # ranks draw independent noise (e.g. diffusion); DDP keeps their weights in sync
         seed_everything(cfg.seed + self.dist.rank)
+        try:
+            return self._fit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _fit(self) -> dict[str, float]:
+        cfg = self.config
         resume_from = self._setup_fit()
         if resume_from is not None:
             restore_checkpoint(self, resume_from)
