@@ -9,8 +9,6 @@ Users extend a run through `callbacks` (see :mod:`ndunet.training.callbacks`).
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -19,28 +17,23 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ndunet.data.loader import EpochBatches, as_dataset, build_loader, eval_loader
-from ndunet.files import RunLock, safe_write_text
+from ndunet.data.loader import as_dataset, eval_loader
+from ndunet.files import RunLock
 from ndunet.rng import capture_rng, restore_rng, seed_everything
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
 from ndunet.training.callbacks import Callback, check_callbacks
-from ndunet.training.checkpoints import CheckpointWriter
 from ndunet.training.evaluation import evaluate_batches
 from ndunet.training.folder import describe_run, restore_checkpoint
-from ndunet.training.logging import RunLog, logger
+from ndunet.training.logging import logger
 from ndunet.training.metrics import Metric
-from ndunet.training.optim import build_optimizer, build_scheduler
-from ndunet.training.run_dir import check_run_dir, claim_run_dir
-from ndunet.training.steps import StepRunner
-
-STATE_VERSION = 1
+from ndunet.training.setup import SetupMixin
+from ndunet.training.trainer_state import StateMixin
 
 
-class Trainer:
+class Trainer(SetupMixin, StateMixin):
     """Engine base class; use SupervisedTrainer or DiffusionTrainer.
 
     ``resume=True`` continues the run in ``out_dir`` from ``checkpoints/last`` (a changed model
@@ -143,100 +136,6 @@ class Trainer:
     def elapsed(self) -> float:
         """Seconds of training so far, resumed runs included."""
         return time.perf_counter() - self._t0 if hasattr(self, "_t0") else self._elapsed
-
-    # ----- setup ------------------------------------------------------------------------------
-    def _setup_runtime(self) -> None:
-        """Device, process group, device placement, EMA. Idempotent; needs no run folder."""
-        if self._ready:
-            return
-        cfg = self.config
-        device_type = (
-            "cuda"
-            if cfg.device == "auto" and torch.cuda.is_available()
-            else cfg.device.split(":")[0]
-        )
-        self.dist = D.init_distributed(device_type)
-        self.device = D.resolve_device(cfg.device, self.dist.local_rank)
-        if cfg.amp == "fp16" and self.device.type != "cuda":
-            raise ValueError(
-                f"amp='fp16' needs a CUDA device, got {self.device}; use amp='bf16' or 'none'"
-            )
-        self.module.to(self.device)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        if cfg.ema_decay > 0 and self.ema is None:
-            from ndunet.ema import EMA
-
-            self.ema = EMA(self.network, decay=cfg.ema_decay, warmup=cfg.ema_warmup).to(self.device)
-        self._ready = True
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The run's autocast context (a no-op without AMP)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _setup_fit(self) -> Path | None:
-        """Every check that can fail, then the run folder, loader, optimizer and log."""
-        cfg = self.config
-        names = ["val_loss", *(f"val_{m.name}" for m in self.metrics)] if self.val_data else []
-        self.best = BestTracker.from_config(
-            cfg.best_metric, cfg.best_mode, self.metrics, self.val_data is not None
-        )
-        if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ImportError(
-                "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
-            )
-        if self.dist.is_main:  # the writer: check, lock, check again under the lock, mark
-            self._lock, resume_from = claim_run_dir(self.out_dir, self.resume)
-        else:
-            resume_from = check_run_dir(self.out_dir, self.resume)
-        D.barrier(self.dist)
-        loader = build_loader(
-            self.train_data,
-            batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle,
-            drop_last=cfg.drop_last,
-            seed=cfg.seed,
-            num_workers=cfg.num_workers,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            pin_memory=self.device.type == "cuda",
-            name="train_data",
-        )
-        self.batches = EpochBatches(loader, cfg.seed, cfg.grad_accum)
-        self.steps_per_epoch = math.ceil(len(self.batches) / cfg.grad_accum)
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"train_data yields no batch (batch_size={cfg.batch_size}, drop_last={cfg.drop_last})"
-            )
-        total = cfg.max_steps or (cfg.epochs or 0) * self.steps_per_epoch or None
-        self.optimizer = build_optimizer(self.module.parameters(), cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg, total, self._time_fraction)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        self.ddp: nn.Module = self.module
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.module, device_ids=ids)
-        self.steps = StepRunner(self)
-        main = self.dist.is_main
-        self.writer = CheckpointWriter(self.out_dir, cfg.keep_last, cfg.save_checkpoints and main)
-        if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            if resume_from is None:
-                safe_write_text(
-                    self.out_dir / "config.json", describe_run(self, indent=2), root=self.out_dir
-                )
-        self.log = RunLog(
-            self.out_dir if main else None,
-            names,
-            progress=self.progress,
-            tensorboard=cfg.tensorboard,
-        )
-        return resume_from
-
-    def _time_fraction(self) -> float:
-        limit = self.config.time_limit
-        return self.elapsed() / limit if limit else 0.0
 
     # ----- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -439,64 +338,6 @@ class Trainer:
             self.module.train(was_training)
         self.timings["eval"] += time.perf_counter() - t
         return out
-
-    # ----- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything beyond the weights that an exact resume needs (trainer_state.pt): tensors
-        and plain containers only. Under DDP a collective: every rank calls it, and the per-rank
-        RNG states and loss sums are gathered."""
-        own = {
-            "rng": capture_rng(),
-            "epoch_loss": self._epoch_loss,
-            "epoch_batches": self._epoch_count,
-        }
-        return {
-            "version": STATE_VERSION,
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "world_size": self.dist.world_size,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "ranks": D.gather_objects(own, self.dist),
-            "data_order": self.batches.state_dict(self.batch_in_epoch > 0),
-            "best_value": self.best.value,
-            "history": self.history,
-            "elapsed": self.elapsed(),
-            "skipped": self.steps.skipped,
-            "sample_shape": list(self.sample_shape) if self.sample_shape else None,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict` (after fit's set-up built the optimizer and loader)."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"trainer state version {state.get('version')!r} is not valid; expected "
-                f"{STATE_VERSION}"
-            )
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch = state["step"], state["epoch"]
-        self.batch_in_epoch = state["batch_in_epoch"]
-        self.best.value, self.history = state["best_value"], list(state["history"])
-        self._elapsed, self.steps.skipped = state["elapsed"], state["skipped"]
-        if state["sample_shape"] is not None:
-            self.sample_shape = tuple(state["sample_shape"])
-        ranks = state["ranks"]
-        if len(ranks) == self.dist.world_size:
-            mine = ranks[self.dist.rank]
-            self._rng_after_iter = mine["rng"]
-            self._epoch_loss, self._epoch_count = mine["epoch_loss"], mine["epoch_batches"]
-        else:
-            logger.warning(
-                "checkpoint written by %d processes, resumed by %d: RNG streams restart",
-                len(ranks), self.dist.world_size,
-            )  # fmt: skip
-            self._rng_after_iter = None
-            self._epoch_loss, self._epoch_count = ranks[0]["epoch_loss"], ranks[0]["epoch_batches"]
-        self.batches.load_state_dict(state["data_order"])
 
     # ----- checkpoints ------------------------------------------------------------------------
     def _save(self, names: list[str]) -> None:

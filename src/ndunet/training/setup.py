@@ -1,0 +1,121 @@
+"""Set-up of a trainer (a mixin of :class:`ndunet.training.Trainer`): devices, DDP, AMP, EMA,
+the run folder (checked, locked, marked), the training loader, optimizer, schedule and log."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ndunet.data.loader import EpochBatches, build_loader
+from ndunet.files import safe_write_text
+from ndunet.training import distributed as D
+from ndunet.training.best import BestTracker
+from ndunet.training.checkpoints import CheckpointWriter
+from ndunet.training.folder import describe_run
+from ndunet.training.logging import RunLog
+from ndunet.training.optim import build_optimizer, build_scheduler
+from ndunet.training.run_dir import check_run_dir, claim_run_dir
+from ndunet.training.steps import StepRunner
+
+
+class SetupMixin:
+    """What fit() prepares before the first step; evaluate() and sample() need only the runtime."""
+
+    def _setup_runtime(self) -> None:
+        """Device, process group, device placement, EMA. Idempotent; needs no run folder."""
+        if self._ready:
+            return
+        cfg = self.config
+        device_type = (
+            "cuda"
+            if cfg.device == "auto" and torch.cuda.is_available()
+            else cfg.device.split(":")[0]
+        )
+        self.dist = D.init_distributed(device_type)
+        self.device = D.resolve_device(cfg.device, self.dist.local_rank)
+        if cfg.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError(
+                f"amp='fp16' needs a CUDA device, got {self.device}; use amp='bf16' or 'none'"
+            )
+        self.module.to(self.device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        if cfg.ema_decay > 0 and self.ema is None:
+            from ndunet.ema import EMA
+
+            self.ema = EMA(self.network, decay=cfg.ema_decay, warmup=cfg.ema_warmup).to(self.device)
+        self._ready = True
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's autocast context (a no-op without AMP)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _setup_fit(self) -> Path | None:
+        """Every check that can fail, then the run folder, loader, optimizer and log."""
+        cfg = self.config
+        names = ["val_loss", *(f"val_{m.name}" for m in self.metrics)] if self.val_data else []
+        self.best = BestTracker.from_config(
+            cfg.best_metric, cfg.best_mode, self.metrics, self.val_data is not None
+        )
+        if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ImportError(
+                "tensorboard=True needs the tensorboard package: pip install 'ndunet[tensorboard]'"
+            )
+        if self.dist.is_main:  # the writer: check, lock, check again under the lock, mark
+            self._lock, resume_from = claim_run_dir(self.out_dir, self.resume)
+        else:
+            resume_from = check_run_dir(self.out_dir, self.resume)
+        D.barrier(self.dist)
+        loader = build_loader(
+            self.train_data,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            seed=cfg.seed,
+            num_workers=cfg.num_workers,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            pin_memory=self.device.type == "cuda",
+            name="train_data",
+        )
+        self.batches = EpochBatches(loader, cfg.seed, cfg.grad_accum)
+        self.steps_per_epoch = math.ceil(len(self.batches) / cfg.grad_accum)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"train_data yields no batch (batch_size={cfg.batch_size}, drop_last={cfg.drop_last})"
+            )
+        total = cfg.max_steps or (cfg.epochs or 0) * self.steps_per_epoch or None
+        self.optimizer = build_optimizer(self.module.parameters(), cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, total, self._time_fraction)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.ddp: nn.Module = self.module
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.module, device_ids=ids)
+        self.steps = StepRunner(self)
+        main = self.dist.is_main
+        self.writer = CheckpointWriter(self.out_dir, cfg.keep_last, cfg.save_checkpoints and main)
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if resume_from is None:
+                safe_write_text(
+                    self.out_dir / "config.json", describe_run(self, indent=2), root=self.out_dir
+                )
+        self.log = RunLog(
+            self.out_dir if main else None,
+            names,
+            progress=self.progress,
+            tensorboard=cfg.tensorboard,
+        )
+        return resume_from
+
+    def _time_fraction(self) -> float:
+        limit = self.config.time_limit
+        return self.elapsed() / limit if limit else 0.0
