@@ -17,6 +17,10 @@ def np_linear(T, b0=1e-4, b1=0.02):
     return np.minimum(np.linspace(b0 * 1000 / T, b1 * 1000 / T, T), 0.999)
 
 
+def np_linear_unscaled(T, b0=1e-4, b1=0.02):
+    return np.linspace(b0, b1, T)  # the seed project's schedule: no 1000/T rescaling
+
+
 def np_scaled_linear(T, b0=0.00085, b1=0.012):
     return np.minimum(
         np.linspace(math.sqrt(b0 * 1000 / T), math.sqrt(b1 * 1000 / T), T) ** 2, 0.999
@@ -42,6 +46,7 @@ def np_sigmoid(T, start=-3.0, end=3.0, tau=1.0):
 
 REFERENCE = {
     "linear": np_linear,
+    "linear_unscaled": np_linear_unscaled,
     "scaled_linear": np_scaled_linear,
     "cosine": np_cosine,
     "sigmoid": np_sigmoid,
@@ -67,6 +72,18 @@ def test_cosine_alphas_cumprod_is_the_squared_cosine():
     t = np.arange(1, T + 1)
     f = np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
     np.testing.assert_allclose(ac[:900], f[:900], rtol=1e-10)
+
+
+def test_linear_unscaled_is_the_seed_projects_schedule():
+    # "linear" rescales the 1000-step endpoints by 1000/T; "linear_unscaled" keeps them as given
+    from ndunet import Diffusion, UNet
+
+    short = Diffusion(UNet(1, 1, 1, channels=(4, 8)), timesteps=300, schedule="linear_unscaled")
+    np.testing.assert_allclose(short.schedule.betas[[0, -1]].numpy(), [1e-4, 0.02], rtol=1e-12)
+    assert short.config.to_dict()["schedule"] == "linear_unscaled"
+    scaled = get_betas("linear", 300)
+    np.testing.assert_allclose(scaled[[0, -1]].numpy(), [1e-4 / 0.3, 0.02 / 0.3], rtol=1e-12)
+    torch.testing.assert_close(get_betas("linear", 1000), get_betas("linear_unscaled", 1000))
 
 
 def test_unknown_schedule_lists_valid_names():

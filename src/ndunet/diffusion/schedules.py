@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-ScheduleName = Literal["linear", "scaled_linear", "cosine", "sigmoid"]
+ScheduleName = Literal["linear", "linear_unscaled", "scaled_linear", "cosine", "sigmoid"]
 
 MAX_BETA = 0.999  # Nichol & Dhariwal 2021 clip, avoids a singular last step
 
@@ -29,11 +29,27 @@ def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.0
 
     ``beta_start``/``beta_end`` are given for 1000 steps and rescaled by ``1000 / timesteps`` so
     any step count spans the same noise range (https://arxiv.org/abs/2102.09672); clipped to 0.999.
+    This is what ``schedule="linear"`` uses: with 300 steps the betas run 3.3e-4..0.067. For the
+    values exactly as given at any step count (the seed project's schedule) use
+    ``schedule="linear_unscaled"`` (:func:`linear_unscaled_betas`).
     """
     _check_timesteps(timesteps)
     scale = 1000.0 / timesteps
     betas = torch.linspace(scale * beta_start, scale * beta_end, timesteps, dtype=torch.float64)
     return betas.clamp(max=MAX_BETA)
+
+
+def linear_unscaled_betas(
+    timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Tensor:
+    """``linspace(beta_start, beta_end, timesteps)`` exactly, at any step count: no rescaling.
+
+    The seed project's schedule (and DDPM's at 1000 steps, where both linear options agree).
+    With fewer steps the last step leaves more signal than ``"linear"`` does (at 300 steps
+    alpha_bar_T is 0.048 instead of 3.4e-5), so samples start from a less pure noise.
+    """
+    _check_timesteps(timesteps)
+    return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64).clamp(max=MAX_BETA)
 
 
 def scaled_linear_betas(
@@ -75,6 +91,7 @@ def sigmoid_betas(
 
 SCHEDULES: dict[str, Callable[..., Tensor]] = {
     "linear": linear_betas,
+    "linear_unscaled": linear_unscaled_betas,
     "scaled_linear": scaled_linear_betas,
     "cosine": cosine_betas,
     "sigmoid": sigmoid_betas,
