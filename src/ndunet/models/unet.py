@@ -288,6 +288,17 @@ class UNet(PretrainedMixin, nn.Module):
                 f"x must be a floating-point torch.Tensor, got "
                 f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}"
             )
+        weight = next(self.stem.parameters(), None)  # the first layer x meets
+        if (
+            weight is not None
+            and x.dtype != weight.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise TypeError(
+                f"x has dtype {x.dtype} but the model's weights are {weight.dtype}; convert the "
+                f"input (x.to({weight.dtype})), the model (model.to({x.dtype})), or run under "
+                "torch.autocast (trainer: amp='bf16')"
+            )
         if x.dim() != cfg.spatial_dims + 2:
             raise ValueError(
                 f"x has shape {tuple(x.shape)}; expected (batch, {cfg.in_channels}, *spatial) "

@@ -58,7 +58,9 @@ def check_same_run(tr: Trainer, saved: dict[str, Any], path: Path) -> None:
     now = describe_run(tr)
     changed = {}
     for section in ("model", "diffusion"):
-        changed.update(_differences(saved.get(section), now[section], section))
+        diff = _differences(saved.get(section), now[section], section)
+        # "model.config.activation" reads as the run file's "model.activation"
+        changed.update({k.replace(f"{section}.config.", f"{section}."): v for k, v in diff.items()})
     if changed and not tr.allow_changes:
         shown = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise CheckpointError(

@@ -59,7 +59,7 @@ class StepRunner:
             sync = contextlib.nullcontext() if last or not tr.dist.enabled else tr.ddp.no_sync()
             with sync:
                 with tr.autocast():
-                    loss, _ = tr.compute_loss(tr.ddp, x, y)
+                    loss, _ = self._loss(x, y)
                 weight = sizes[i] / total  # sample-weighted: accumulation equals one big batch
                 tr.scaler.scale(loss if single else loss * weight).backward()
             part = loss.detach().float()
@@ -83,6 +83,21 @@ class StepRunner:
                 tr.ema.update(tr.network)
         tr.timings["step"] += time.perf_counter() - t_start
         return value
+
+    def _loss(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        tr = self.trainer
+        try:
+            return tr.compute_loss(tr.ddp, x, y)
+        except ValueError as e:
+            if "Expected more than 1 value per channel" not in str(e):
+                raise
+            cfg = tr.config
+            raise ValueError(
+                f"a batch of {len(x)} sample(s) at step {tr.step + 1}: BatchNorm needs more than "
+                f"one value per channel in training. With batch_size={cfg.batch_size} the last "
+                "batch of the epoch holds one sample: set drop_last=True or another batch_size "
+                f"({e})"
+            ) from None
 
     def _non_finite(self, value: float) -> None:
         tr = self.trainer
