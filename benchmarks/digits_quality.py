@@ -23,24 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_eval import DigitsJudge, digits_split, format_row, header
 
+from ndunet.app.demo import build_unet
 from ndunet.diffusion import Diffusion
 from ndunet.ema import EMA
-
-
-def build_unet(width: int, num_classes: int | None) -> torch.nn.Module:
-    """The ndunet U-Net for 1x8x8 digits: levels at 8x8 and 4x4, attention at 4x4."""
-    from ndunet import UNet
-
-    return UNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(width, 2 * width),
-        num_res_blocks=2,
-        attention_levels=(False, True),
-        time_embedding=True,
-        num_classes=num_classes,
-    )
 
 
 def train(

@@ -60,12 +60,12 @@ def demo_out_dir(out: str | Path | None) -> Path:
     return path
 
 
-def build_diffusion(width: int = WIDTH, sample_steps: int = SAMPLE_STEPS) -> torch.nn.Module:
-    """The demo's class-conditional diffusion model for (1, 8, 8) digits."""
-    from ndunet.diffusion import Diffusion
-    from ndunet.models.unet import UNet
+def build_unet(width: int = WIDTH, num_classes: int | None = NUM_CLASSES) -> torch.nn.Module:
+    """The U-Net for 1x8x8 digits: levels at 8x8 and 4x4, attention at 4x4 (the demo's, and
+    benchmarks/digits_quality.py's)."""
+    from ndunet.models import UNet
 
-    unet = UNet(
+    return UNet(
         spatial_dims=2,
         in_channels=1,
         out_channels=1,
@@ -73,8 +73,15 @@ def build_diffusion(width: int = WIDTH, sample_steps: int = SAMPLE_STEPS) -> tor
         num_res_blocks=2,
         attention_levels=(False, True),
         time_embedding=True,
-        num_classes=NUM_CLASSES,
+        num_classes=num_classes,
     )
+
+
+def build_diffusion(width: int = WIDTH, sample_steps: int = SAMPLE_STEPS) -> torch.nn.Module:
+    """The demo's class-conditional diffusion model for (1, 8, 8) digits."""
+    from ndunet.diffusion import Diffusion
+
+    unet = build_unet(width)
     return Diffusion(
         unet,
         schedule="cosine",

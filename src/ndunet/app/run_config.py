@@ -236,6 +236,7 @@ def _check_section_name(section: str, source: str) -> None:
 
 def _check_data(table: dict[str, Any], where: Any) -> DataConfig:
     from ndunet.data import DATASETS
+    from ndunet.data.registry import required_options
 
     name = table.pop("name", "digits")
     src, _ = where("data", "name")
@@ -270,13 +271,7 @@ def _check_data(table: dict[str, Any], where: Any) -> DataConfig:
                 )
             value = str(resolved)
         options[key] = value
-    missing = [
-        p.name
-        for p in params.values()
-        if p.default is inspect.Parameter.empty
-        and p.kind is not inspect.Parameter.VAR_KEYWORD
-        and p.name not in options
-    ]
+    missing = [p for p in required_options(name) if p not in options]
     if missing:
         src, _ = where("data", missing[0])
         raise ConfigError(f"dataset {name!r} needs this option", f"data.{missing[0]}", src)

@@ -38,13 +38,17 @@ def load_dataset(name: str, **kwargs: Any) -> NDDataset:
                 f"dataset {name!r} has no option {key!r}; valid options are "
                 f"{list(params)}{did_you_mean(key, list(params))}"
             )
-    missing = [
-        p.name
-        for p in params.values()
-        if p.default is inspect.Parameter.empty
-        and p.kind is not inspect.Parameter.VAR_KEYWORD
-        and p.name not in kwargs
-    ]
+    missing = [p for p in required_options(name) if p not in kwargs]
     if missing:
         raise ValueError(f"dataset {name!r} needs option(s) {missing}")
     return factory(**kwargs)
+
+
+def required_options(name: str) -> list[str]:
+    """The options dataset ``name`` cannot do without (no default)."""
+    params = inspect.signature(DATASETS[name]).parameters.values()
+    return [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
