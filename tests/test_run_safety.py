@@ -74,7 +74,7 @@ def test_nan_skip_leaves_batchnorm_statistics_untouched(tmp_path):
         batch_size=8, shuffle=False, nan_policy="skip", **QUIET,
     )  # fmt: skip
     tr.fit()
-    assert tr.steps.skipped == 2  # the batch holding sample 5, in each epoch
+    assert tr.skipped_steps == 2  # the batch holding sample 5, in each epoch
     bn = model[1]
     assert torch.isfinite(bn.running_mean).all() and torch.isfinite(bn.running_var).all()
     assert int(bn.num_batches_tracked) == 6  # 3 good batches per epoch

@@ -275,7 +275,7 @@ def test_nan_loss_skip_policy_skips_the_update(tmp_path):
         **QUIET,
     )
     tr.fit()
-    assert tr.steps.skipped == 1 and tr.step == 12
+    assert tr.skipped_steps == 1 and tr.step == 12
     assert all(torch.isfinite(p).all() for p in tr.module.parameters())
 
 

@@ -5,10 +5,9 @@ run then saves ``checkpoints/last`` and can be resumed)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ndunet.training.trainer import Trainer
+Trainer = Any  # an ndunet.training.Trainer (not imported: the trainer imports this module)
 
 
 class Callback:

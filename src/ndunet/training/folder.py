@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ndunet.models import model_entry
 from ndunet.pretrained import CheckpointError, load_checkpoint
 from ndunet.training.logging import logger
-
-if TYPE_CHECKING:
-    from ndunet.training.trainer import Trainer
 
 # Trainer settings that may change on resume without changing what is computed.
 FREE_ON_RESUME = frozenset(
@@ -24,25 +21,6 @@ FREE_ON_RESUME = frozenset(
 )  # fmt: skip
 
 
-def describe_run(tr: Trainer, indent: int | None = None) -> Any:
-    """The config.json of a run folder and of each of its checkpoints (text when ``indent``)."""
-    import ndunet
-
-    cls = type(tr.network)
-    data = {
-        "ndunet_version": ndunet.__version__,
-        "task": tr.task,
-        "model": model_entry(tr.network),
-        "model_class": f"{cls.__module__}.{cls.__qualname__}",
-        "diffusion": tr.diffusion_entry(),
-        "trainer": tr.config.to_dict(),
-        "step": tr.step,
-        "epoch": tr.epoch,
-        "best": {"metric": tr.best.key, "value": tr.best.value},
-    }
-    return data if indent is None else json.dumps(data, indent=indent)
-
-
 def _differences(saved: Any, now: Any, prefix: str) -> dict[str, tuple[Any, Any]]:
     if isinstance(saved, dict) and isinstance(now, dict):
         out: dict[str, tuple[Any, Any]] = {}
@@ -52,55 +30,77 @@ def _differences(saved: Any, now: Any, prefix: str) -> dict[str, tuple[Any, Any]
     return {} if saved == now else {prefix: (saved, now)}
 
 
-def check_same_run(tr: Trainer, saved: dict[str, Any], path: Path) -> None:
-    """Refuse to resume weights trained as another model or diffusion (unless the trainer was
-    built with allow_changes=True); warn when a trainer setting changes the computation."""
-    now = describe_run(tr)
-    changed = {}
-    for section in ("model", "diffusion"):
-        diff = _differences(saved.get(section), now[section], section)
-        # "model.config.activation" reads as the run file's "model.activation"
-        changed.update({k.replace(f"{section}.config.", f"{section}."): v for k, v in diff.items()})
-    if changed and not tr.allow_changes:
-        shown = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
-        raise CheckpointError(
-            f"cannot resume {str(path)!r} with a changed model or diffusion config ({shown}). "
-            "Resume with the run's own settings, or pass allow_changes=True "
-            "(ndunet train --allow-changes) to continue anyway."
-        )
-    trainer = _differences(saved.get("trainer", {}), now["trainer"], "trainer")
-    settings = {k: v for k, v in trainer.items() if k.split(".", 1)[1] not in FREE_ON_RESUME}
-    if changed or settings:
-        logger.warning(
-            "resuming with changed settings %s (saved, now): the run is not an exact continuation",
-            {**changed, **settings},
-        )
+class FolderMixin:
+    """What a trainer writes as config.json, and how it resumes from a checkpoint folder."""
 
+    def describe_run(self, indent: int | None = None) -> Any:
+        """The config.json of a run folder and of each of its checkpoints (text when ``indent``)."""
+        import ndunet
 
-def restore_checkpoint(tr: Trainer, path: Path) -> None:
-    """Load a verified checkpoint folder into a trainer whose fit() set-up is done: weights,
-    EMA, extra tensors and :meth:`Trainer.load_state_dict`."""
-    ck = load_checkpoint(path)
-    check_same_run(tr, ck.config, path)
-    state = ck.trainer_state()
-    if len(state["ranks"]) != tr.dist.world_size and state["batch_in_epoch"]:
-        raise ValueError(
-            f"{str(path)!r} was written mid-epoch by {len(state['ranks'])} process(es); resuming "
-            f"it with {tr.dist.world_size} would split the rest of the epoch differently. Resume "
-            f"with {len(state['ranks'])} process(es), or from an epoch-end checkpoint (copy "
-            "checkpoints/epoch-NNNN over checkpoints/last)."
-        )
-    tr.network.load_state_dict(ck.model_state)
-    tr.load_extra_state(ck.extra_state)
-    if tr.ema is not None:
-        if ck.ema_state is None:
-            raise CheckpointError(
-                f"{str(path)!r} has no ema.safetensors but ema_decay={tr.config.ema_decay}"
+        cls = type(self.network)
+        data = {
+            "ndunet_version": ndunet.__version__,
+            "task": self.task,
+            "model": model_entry(self.network),
+            "model_class": f"{cls.__module__}.{cls.__qualname__}",
+            "diffusion": self.diffusion_entry(),
+            "trainer": self.config.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "best": {"metric": self.best.key, "value": self.best.value},
+        }
+        return data if indent is None else json.dumps(data, indent=indent)
+
+    def _check_same_run(self, saved: dict[str, Any], path: Path) -> None:
+        """Refuse to resume weights trained as another model or diffusion (unless the trainer was
+        built with allow_changes=True); warn when a trainer setting changes the computation."""
+        now = self.describe_run()
+        changed = {}
+        for section in ("model", "diffusion"):
+            diff = _differences(saved.get(section), now[section], section)
+            # "model.config.activation" reads as the run file's "model.activation"
+            changed.update(
+                {k.replace(f"{section}.config.", f"{section}."): v for k, v in diff.items()}
             )
-        tr.ema.load_state_dict(ck.ema_state)
-    try:
-        tr.load_state_dict(state)
-    except ValueError as e:
-        raise CheckpointError(f"{str(path)!r}: {e}") from None
-    if tr.batch_in_epoch and not state["data_order"]:
-        raise CheckpointError(f"{str(path)!r}: mid-epoch checkpoint without its data order")
+        if changed and not self.allow_changes:
+            shown = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
+            raise CheckpointError(
+                f"cannot resume {str(path)!r} with a changed model or diffusion config ({shown}). "
+                "Resume with the run's own settings, or pass allow_changes=True "
+                "(ndunet train --allow-changes) to continue anyway."
+            )
+        trainer = _differences(saved.get("trainer", {}), now["trainer"], "trainer")
+        settings = {k: v for k, v in trainer.items() if k.split(".", 1)[1] not in FREE_ON_RESUME}
+        if changed or settings:
+            logger.warning(
+                "resuming with changed settings %s (saved, now): the run is not an exact continuation",
+                {**changed, **settings},
+            )
+
+    def restore_checkpoint(self, path: Path) -> None:
+        """Load a verified checkpoint folder into a trainer whose fit() set-up is done: weights,
+        EMA, extra tensors and :meth:`Trainer.load_state_dict`."""
+        ck = load_checkpoint(path)
+        self._check_same_run(ck.config, path)
+        state = ck.trainer_state()
+        if len(state["ranks"]) != self.dist.world_size and state["batch_in_epoch"]:
+            raise ValueError(
+                f"{str(path)!r} was written mid-epoch by {len(state['ranks'])} process(es); resuming "
+                f"it with {self.dist.world_size} would split the rest of the epoch differently. Resume "
+                f"with {len(state['ranks'])} process(es), or from an epoch-end checkpoint (copy "
+                "checkpoints/epoch-NNNN over checkpoints/last)."
+            )
+        self.network.load_state_dict(ck.model_state)
+        self.load_extra_state(ck.extra_state)
+        if self.ema is not None:
+            if ck.ema_state is None:
+                raise CheckpointError(
+                    f"{str(path)!r} has no ema.safetensors but ema_decay={self.config.ema_decay}"
+                )
+            self.ema.load_state_dict(ck.ema_state)
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise CheckpointError(f"{str(path)!r}: {e}") from None
+        if self.batch_in_epoch and not state["data_order"]:
+            raise CheckpointError(f"{str(path)!r}: mid-epoch checkpoint without its data order")

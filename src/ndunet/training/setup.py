@@ -17,11 +17,9 @@ from ndunet.files import safe_write_text
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
 from ndunet.training.checkpoints import CheckpointWriter
-from ndunet.training.folder import describe_run
 from ndunet.training.logging import RunLog
 from ndunet.training.optim import build_optimizer, build_scheduler
 from ndunet.training.run_dir import check_run_dir, claim_run_dir
-from ndunet.training.steps import StepRunner
 
 
 class SetupMixin:
@@ -99,14 +97,14 @@ class SetupMixin:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.module, device_ids=ids)
-        self.steps = StepRunner(self)
+        self._setup_steps()
         main = self.dist.is_main
         self.writer = CheckpointWriter(self.out_dir, cfg.keep_last, cfg.save_checkpoints and main)
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is None:
                 safe_write_text(
-                    self.out_dir / "config.json", describe_run(self, indent=2), root=self.out_dir
+                    self.out_dir / "config.json", self.describe_run(indent=2), root=self.out_dir
                 )
         self.log = RunLog(
             self.out_dir if main else None,

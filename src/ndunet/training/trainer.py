@@ -26,14 +26,15 @@ from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
 from ndunet.training.callbacks import Callback, check_callbacks
 from ndunet.training.evaluation import evaluate_batches
-from ndunet.training.folder import describe_run, restore_checkpoint
+from ndunet.training.folder import FolderMixin
 from ndunet.training.logging import logger
 from ndunet.training.metrics import Metric
 from ndunet.training.setup import SetupMixin
+from ndunet.training.steps import StepMixin
 from ndunet.training.trainer_state import StateMixin
 
 
-class Trainer(SetupMixin, StateMixin):
+class Trainer(SetupMixin, StepMixin, StateMixin, FolderMixin):
     """Engine base class; use SupervisedTrainer or DiffusionTrainer.
 
     ``resume=True`` continues the run in ``out_dir`` from ``checkpoints/last`` (a changed model
@@ -156,7 +157,7 @@ class Trainer(SetupMixin, StateMixin):
         cfg = self.config
         resume_from = self._setup_fit()
         if resume_from is not None:
-            restore_checkpoint(self, resume_from)
+            self.restore_checkpoint(resume_from)
             logger.info(
                 "resumed from %s at step %d (epoch %d, batch %d)",
                 resume_from, self.step, self.epoch, self.batch_in_epoch,
@@ -182,7 +183,7 @@ class Trainer(SetupMixin, StateMixin):
                     self.epoch, self.steps_per_epoch, self.batch_in_epoch // cfg.grad_accum
                 )
                 for micro in self._timed(batches):
-                    loss = self.steps.run(micro)
+                    loss = self._train_step(micro)
                     self.step += 1
                     self.batch_in_epoch += len(micro)
                     if math.isfinite(loss):  # a skipped (nan_policy='skip') step is not averaged
@@ -349,7 +350,7 @@ class Trainer(SetupMixin, StateMixin):
         if self.dist.is_main:
             self.writer.save(
                 names,
-                config=describe_run(self),
+                config=self.describe_run(),
                 model_state=self.network.state_dict(),
                 ema_state=self.ema.state_dict() if self.ema is not None else None,
                 extra_state=self.extra_state(),

@@ -38,7 +38,7 @@ class StateMixin:
             "best_value": self.best.value,
             "history": self.history,
             "elapsed": self.elapsed(),
-            "skipped": self.steps.skipped,
+            "skipped": self.skipped_steps,
             "sample_shape": list(self.sample_shape) if self.sample_shape else None,
         }
 
@@ -55,7 +55,7 @@ class StateMixin:
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]
         self.best.value, self.history = state["best_value"], list(state["history"])
-        self._elapsed, self.steps.skipped = state["elapsed"], state["skipped"]
+        self._elapsed, self.skipped_steps = state["elapsed"], state["skipped"]
         if state["sample_shape"] is not None:
             self.sample_shape = tuple(state["sample_shape"])
         ranks = state["ranks"]
