@@ -261,7 +261,7 @@ def test_arrays_folder_with_labels_and_with_masks(tmp_path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["file", "label"])
         writer.writerows([[f"s{i}.npy", i % 2] for i in reversed(range(5))])
-    ds = arrays(labeled)
+    ds = arrays(labeled, spatial_dims=4)
     np.testing.assert_array_equal(ds.x.numpy(), samples)
     assert ds.y.tolist() == [0, 1, 0, 1, 0] and ds.spatial_dims == 4
     (masked / "masks").mkdir()
@@ -298,7 +298,7 @@ def test_arrays_errors(tmp_path) -> None:
     np.save(folder / "a.npy", np.zeros((1, 3, 3)))
     np.save(folder / "b.npy", np.zeros((1, 3, 4)))
     with pytest.raises(ValueError, match=r"b\.npy.*one shape"):
-        arrays(folder)
+        arrays(folder, spatial_dims=2)
     (tmp_path / "x.txt").write_text("1")
     with pytest.raises(ValueError, match=r"path=.*x\.txt"):
         arrays(tmp_path / "x.txt")
@@ -357,7 +357,7 @@ def test_images_flat_folder_and_errors(tmp_path) -> None:
 
 
 def test_registry() -> None:
-    assert set(DATASETS) == {"digits", "faces", "blobs", "arrays", "images"}
+    assert set(DATASETS) == {"digits", "faces", "blobs", "arrays", "images", "volumes"}
     a = load_dataset("digits", split="val", seed=2)
     torch.testing.assert_close(a.x, digits("val", seed=2).x)
     assert load_dataset("blobs", spatial_dims=1, length=8, n=3).x.shape == (3, 1, 8)

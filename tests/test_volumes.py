@@ -3,6 +3,7 @@ seeded splits, normalisation fitted on the training split only and undone exactl
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import ndunet.data.volumes as vol_module
 from ndunet.data.normalize import Normalization
 from ndunet.data.splits import split_indices
 from ndunet.data.volumes import volumes
@@ -174,6 +174,7 @@ def test_lazy_reads_cache_and_different_shapes(
 ) -> None:
     img, lab = _nifti_folder(tmp_path, n=4, shapes=True)
     calls: list[str] = []
+    vol_module = importlib.import_module("ndunet.data.volumes")  # the name is the function's
     real_read = vol_module.read
     monkeypatch.setattr(
         vol_module, "read", lambda p, k=None: calls.append(str(p)) or real_read(p, k)

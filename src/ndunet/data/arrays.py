@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 from ndunet._checks import check_choice, check_int
 
 from .base import TASKS, NDDataset, Task
-from .preprocess import NORMALIZE, Normalize, rescale
-from .splits import SPLITS, Split, take_split
+from .preprocess import NORMALIZE, Normalize, rescale, rescale_record
+from .splits import Split, check_splits, take_splits
 
 LABELS_FILE = "labels.csv"
 MASKS_DIR = "masks"
@@ -28,29 +29,33 @@ def arrays(
     spatial_dims: int | None = None,
     task: Task | None = None,
     normalize: Normalize = "none",
-    split: Split = "all",
+    split: Split | Sequence[Split] = "all",
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
-) -> NDDataset:
+) -> NDDataset | dict[str, NDDataset]:
     """Load arrays from ``path`` (never unpickling: ``allow_pickle=False``). Accepted layouts:
 
     - ``data.npz``: ``x`` under ``x_key`` (N, C, *spatial); labels/targets under ``y_key`` if that
       key exists (a missing default ``"y"`` means unlabeled; ``y_key=None`` ignores labels).
     - ``x.npy``: x (N, C, *spatial); labels/targets from another .npy given as ``y_path``.
-    - a folder of ``*.npy`` files, one sample (C, *spatial) each, read in name order; labels from
-      ``labels.csv`` (header ``file,label``, one row per sample file) or masks/targets from
-      ``masks/<same file name>.npy`` (not both); neither means unlabeled.
+    - a folder of ``*.npy`` files, one sample (C, *spatial) or (*spatial) each, read in name
+      order; labels from ``labels.csv`` (header ``file,label``, one row per sample file) or
+      masks/targets from ``masks/<same file name>.npy`` (not both); neither means unlabeled.
+      Such files carry no axis names, so a folder needs ``spatial_dims`` (a (D, H, W) file is
+      never read as D channels of an H x W image by guess).
 
     With ``spatial_dims`` given, samples without a channel axis (``*spatial``) get C=1. y may be
     integer class labels (N,) -> classification; floats (N,) -> regression; a per-voxel array
     (N, [C'], *spatial) whose spatial shape matches x -> segmentation when integer/bool (an
     integer map without channel axis stays int64 class indices; bool masks and integer masks
     with a channel axis become float32 (N, C', *spatial)) and denoising when float. ``task`` overrides that guess. ``normalize`` min-max scales x over the
-    whole file (before splitting, so all splits share one mapping) to [-1, 1] or [0, 1].
+    whole file (before splitting, so all splits share one mapping) to [-1, 1] or [0, 1]; the
+    dataset's ``normalization`` records that mapping (to undo on outputs). A list of splits
+    (``split=["train", "val"]``) gives ``{split: dataset}`` from one read of the files.
     """
     check_choice("normalize", normalize, NORMALIZE)
-    check_choice("split", split, SPLITS)
+    splits = check_splits(split)
     if task is not None:
         check_choice("task", task, TASKS)
     if spatial_dims is not None:
@@ -59,6 +64,12 @@ def arrays(
     if not root.exists():
         raise FileNotFoundError(f"path={str(path)!r} does not exist")
     if root.is_dir():
+        if spatial_dims is None:
+            raise ValueError(
+                f"path={str(path)!r} is a folder of .npy files, which carry no axis names: pass "
+                "spatial_dims=... (the number of spatial axes; each file is (*spatial) or "
+                "(C, *spatial)), in a run config data.spatial_dims or model.spatial_dims"
+            )
         x_np, y_np = _load_folder(root)
     elif root.suffix == ".npz":
         x_np, y_np = _load_npz(root, x_key, y_key)
@@ -82,24 +93,23 @@ def arrays(
     task = task or guessed
     if (y is None) != (task == "unlabeled"):
         raise ValueError(f"task={task!r} does not match the data (labels found: {y is not None})")
-    if normalize != "none":
-        x = rescale(x, x.min().item(), x.max().item(), normalize)
+    low, high = (x.min().item(), x.max().item()) if normalize != "none" else (0.0, 1.0)
+    x = rescale(x, low, high, normalize)
     stratify = y if task == "classification" and not y.is_floating_point() else None
-    idx = take_split(
-        len(x),
-        split,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        labels=stratify,
-    )
-    return NDDataset(
-        x[idx].contiguous(),
-        None if y is None else y[idx].contiguous(),
-        task=task,
-        num_classes=num_classes,
-        name=f"{root.name}[{split}]",
-    )
+    fractions = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    parts = take_splits(len(x), splits, labels=stratify, **fractions)
+    out = {
+        part: NDDataset(
+            x[idx].contiguous(),
+            None if y is None else y[idx].contiguous(),
+            task=task,
+            num_classes=num_classes,
+            name=f"{root.name}[{part}]",
+            normalization=rescale_record(low, high, normalize),
+        )
+        for part, idx in parts.items()
+    }
+    return out[split] if isinstance(split, str) else out
 
 
 def _load_npy(file: Path) -> np.ndarray:

@@ -10,6 +10,8 @@ from torch.utils.data import Dataset
 
 from ndunet._checks import check_choice
 
+from .normalize import Normalization
+
 Task = Literal["classification", "segmentation", "denoising", "regression", "unlabeled"]
 TASKS: tuple[str, ...] = ("classification", "segmentation", "denoising", "regression", "unlabeled")
 
@@ -20,7 +22,8 @@ class NDDataset(Dataset):
     ``x`` is float32 ``(N, C, *spatial)``. ``y`` is None (unlabeled), int64 ``(N,)`` class labels,
     or a per-sample target ``(N, ...)`` (a mask, a clean signal). The full tensors stay available
     as ``.x`` and ``.y``; ``spatial_dims``, ``in_channels``, ``out_channels`` and ``num_classes``
-    describe them for building a model.
+    describe them for building a model. ``normalization`` records how the loader mapped the
+    file's values into ``x`` (None when it did not say), to undo on outputs.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class NDDataset(Dataset):
         out_channels: int | None = None,
         class_names: Sequence[str] | None = None,
         name: str = "",
+        normalization: Normalization | None = None,
     ) -> None:
         check_choice("task", task, TASKS)
         if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim < 3:
@@ -55,6 +59,7 @@ class NDDataset(Dataset):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
         self.name = name
+        self.normalization = normalization
         if out_channels is None:
             out_channels = _default_out_channels(x, y, task, num_classes)
         self.out_channels = out_channels
@@ -90,6 +95,7 @@ class NDDataset(Dataset):
             out_channels=self.out_channels,
             class_names=self.class_names,
             name=self.name,
+            normalization=self.normalization,
         )
 
     def __repr__(self) -> str:

@@ -1,11 +1,14 @@
 """Turn what the user passes as training data into batches, in a resumable order.
 
 Accepted `data` (train and validation alike):
-- a `torch.utils.data.Dataset` whose samples are `x`, `(x,)`, `(x, y)` or dicts
-  `{"x": x, "y": y}` ("y" optional). x: (C, *spatial) tensor.
+- a `torch.utils.data.Dataset` whose samples are `x`, `(x,)`, `(x, y)` or dicts under one pair
+  of `BATCH_KEYS`: `{"x": x, "y": y}` or MONAI's `{"image": x, "label": y}` (the label key
+  optional; other keys, such as metadata, are ignored). x: (C, *spatial) tensor. Dicts under
+  other keys: wrap the dataset in `DictSamples(dataset, ("img", "seg"))`.
 - a tensor / numpy array X of shape (N, C, *spatial): samples are `(x,)`.
 - a tuple `(X, Y)` of tensors / arrays with the same first length: samples are `(x, y)`.
-- a dict `{"x": X, "y": Y}` of tensors / arrays: samples are `(x, y)`.
+- a dict `{"x": X, "y": Y}` (or `{"image": X, "label": Y}`) of tensors / arrays: samples are
+  `(x, y)`.
 - a `DataLoader`: used as given (its batch size, sampler, collate). Mid-epoch resume replays its
   epoch-start RNG state and fast-forwards through the consumed batches (they are loaded again).
 
@@ -30,6 +33,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ndunet.rng import restore_rng
+
+from .batch import BATCH_KEYS, DictSamples, check_batch_keys, key_pair
+from .batch import unpack_batch as unpack_batch  # where the trainers import it from
 
 
 class TensorPairDataset(Dataset):
@@ -56,28 +62,33 @@ def _as_tensor(a: Any, name: str) -> Tensor:
     raise TypeError(f"{name}: expected a tensor or numpy array, got {type(a).__name__}")
 
 
-def as_dataset(data: Any, name: str = "train_data") -> Dataset:
-    """A Dataset from any accepted input except a DataLoader (see the module docstring)."""
+def as_dataset(data: Any, name: str = "train_data", batch_keys: Any = None) -> Dataset:
+    """A Dataset from any accepted input except a DataLoader (see the module docstring).
+
+    ``batch_keys`` (an (image key, label key) pair, or several): dict samples under those keys
+    are read as ``(x, y)`` (see :class:`DictSamples`); by default ``BATCH_KEYS``."""
+    keys = BATCH_KEYS if batch_keys is None else check_batch_keys(batch_keys)
     if isinstance(data, Dataset) and not isinstance(data, (Tensor, np.ndarray)):
         if not hasattr(data, "__len__"):
             raise TypeError(
                 f"{name}: iterable-style datasets are not supported; pass a map-style Dataset or a DataLoader"
             )
-        return data
+        return data if batch_keys is None else DictSamples(data, keys)
     if isinstance(data, (Tensor, np.ndarray)):
         x = _as_tensor(data, name)
         if x.dim() < 2:
             raise ValueError(f"{name}: array of shape {tuple(x.shape)}; expected (N, C, *spatial)")
         return TensorPairDataset(x)
     if isinstance(data, Mapping):
-        if "x" not in data or not set(data) <= {"x", "y"}:
+        xk, yk = key_pair(data, keys, f"{name}: dict")
+        if not set(data) <= {xk, yk}:  # whole arrays carry no metadata: a stray key is a typo
             raise ValueError(
-                f"{name}: dict with keys {sorted(data)}; expected keys 'x' and optional 'y'"
+                f"{name}: dict with keys {sorted(data)}; expected {xk!r} and optional {yk!r}"
             )
-        y = data.get("y")
+        y = data.get(yk)
         return TensorPairDataset(
-            _as_tensor(data["x"], f"{name}['x']"),
-            None if y is None else _as_tensor(y, f"{name}['y']"),
+            _as_tensor(data[xk], f"{name}[{xk!r}]"),
+            None if y is None else _as_tensor(y, f"{name}[{yk!r}]"),
         )
     if (
         isinstance(data, (tuple, list))
@@ -88,23 +99,7 @@ def as_dataset(data: Any, name: str = "train_data") -> Dataset:
         return TensorPairDataset(*tensors)
     raise TypeError(
         f"{name}: got {type(data).__name__}; expected a Dataset, a DataLoader, a tensor/array "
-        "(N, C, *spatial), a tuple (X, Y) or a dict {'x': X, 'y': Y}"
-    )
-
-
-def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
-    """(x, y-or-None) from a collated batch: a tensor, a 1- or 2-sequence, or a dict with 'x'/'y'."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, Mapping):
-        if "x" not in batch:
-            raise ValueError(f"batch dict has keys {sorted(batch)}; expected 'x' and optional 'y'")
-        return batch["x"], batch.get("y")
-    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
-        return batch[0], (batch[1] if len(batch) == 2 else None)
-    raise TypeError(
-        f"batch of type {type(batch).__name__} (len {len(batch) if hasattr(batch, '__len__') else '?'}); "
-        "samples must be x, (x,), (x, y) or {'x': x, 'y': y}"
+        "(N, C, *spatial), a tuple (X, Y) or a dict {'x': X, 'y': Y} / {'image': X, 'label': Y}"
     )
 
 
@@ -204,6 +199,7 @@ def build_loader(
     dataset = as_dataset(data, name)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"{name}: the dataset is empty")
+    collate = getattr(dataset, "collate", None)  # e.g. VolumeDataset's, naming shape mismatches
     if num_workers > 0:
         dataset = SeededSamples(dataset, seed)
     sampler = ResumableSampler(dataset, world_size, rank, shuffle, seed, drop_last)
@@ -214,6 +210,7 @@ def build_loader(
         drop_last=drop_last,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        collate_fn=collate,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
     )
@@ -225,9 +222,10 @@ def eval_loader(data: Any, *, batch_size: int, rank: int, world_size: int, name:
     if isinstance(data, DataLoader):
         return data
     dataset = as_dataset(data, name)
+    collate = getattr(dataset, "collate", None)
     if world_size > 1:
         dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))  # type: ignore[arg-type]
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
 class EpochBatches:

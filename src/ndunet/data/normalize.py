@@ -11,6 +11,7 @@ for values inside the clip range):
 - ``"ct"``: a fixed window ``(level, width)`` in the file's units (Hounsfield for CT), mapped to
   [-1, 1]; nothing is fitted.
 - ``"minmax"``: the training range mapped to [-1, 1] (not clipped, so invert stays exact).
+- ``"unit"``: the training range mapped to [0, 1] (not clipped).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch
 
 from ndunet._checks import check_choice, check_float, check_keys, invalid
 
-NormalizeKind = Literal["none", "zscore", "percentile", "ct", "minmax"]
-NORMALIZE_KINDS: tuple[str, ...] = ("none", "zscore", "percentile", "ct", "minmax")
+NormalizeKind = Literal["none", "zscore", "percentile", "ct", "minmax", "unit"]
+NORMALIZE_KINDS: tuple[str, ...] = ("none", "zscore", "percentile", "ct", "minmax", "unit")
 PERCENTILES = (0.5, 99.5)
 
 
@@ -176,6 +177,9 @@ def fit_normalization(
     if kind == "minmax":
         half = np.where(high > low, (high - low) / 2, 1.0)
         return Normalization("minmax", tuple((high + low) / 2), tuple(half), fitted_on=files)
+    if kind == "unit":
+        width = np.where(high > low, high - low, 1.0)
+        return Normalization("unit", tuple(low), tuple(width), fitted_on=files)
     sample = np.concatenate(samples, axis=1)
     lo, hi = np.percentile(sample, PERCENTILES, axis=1)
     return Normalization("percentile", tuple(mean), tuple(std), tuple(lo), tuple(hi), files)

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .normalize import Normalization
+
 Normalize = Literal["symmetric", "unit", "none"]
 NORMALIZE: tuple[str, ...] = ("symmetric", "unit", "none")
 
@@ -20,6 +22,15 @@ def rescale(x: torch.Tensor, low: float, high: float, normalize: Normalize) -> t
         raise ValueError(f"cannot normalize data whose range [{low}, {high}] is empty")
     unit = ((x - low) / (high - low)).clamp(0.0, 1.0)
     return unit * 2.0 - 1.0 if normalize == "symmetric" else unit
+
+
+def rescale_record(low: float, high: float, normalize: Normalize) -> Normalization:
+    """What ``rescale(x, low, high, normalize)`` did, as a record that can undo it."""
+    if normalize == "none":
+        return Normalization()
+    if normalize == "symmetric":
+        return Normalization("minmax", ((high + low) / 2,), ((high - low) / 2,))
+    return Normalization("unit", (low,), (high - low,))
 
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

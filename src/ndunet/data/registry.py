@@ -1,9 +1,10 @@
-"""Datasets by name, for configs: ``load_dataset("digits", split="train")``."""
+"""Datasets by name, for configs: ``load_dataset("digits", split="train")``, or several splits at
+once with ``load_splits`` (one read of the files for the loaders that can)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ndunet._checks import did_you_mean
@@ -14,6 +15,8 @@ from .blobs import blobs
 from .digits import digits
 from .faces import faces
 from .images import images
+from .splits import check_splits
+from .volumes import volumes
 
 DATASETS: dict[str, Callable[..., NDDataset]] = {
     "digits": digits,
@@ -21,11 +24,28 @@ DATASETS: dict[str, Callable[..., NDDataset]] = {
     "blobs": blobs,
     "arrays": arrays,
     "images": images,
+    "volumes": volumes,
 }
+# loaders whose ``split`` takes a list and then read (or scan) their files once for all splits
+ONE_READ: tuple[str, ...] = ("arrays", "images", "volumes")
 
 
 def load_dataset(name: str, **kwargs: Any) -> NDDataset:
     """Build the dataset registered as ``name`` with keyword arguments (checked before loading)."""
+    return _checked(name, kwargs)(**kwargs)
+
+
+def load_splits(name: str, splits: Sequence[str], **kwargs: Any) -> dict[str, Any]:
+    """``{split: dataset}`` for each of ``splits``; the loaders of ``ONE_READ`` read the files
+    once for all of them (the same datasets as one call per split)."""
+    parts = check_splits(splits)  # type: ignore[arg-type]
+    factory = _checked(name, {**kwargs, "split": parts[0]})
+    if name in ONE_READ:
+        return factory(split=list(parts), **kwargs)
+    return {part: factory(split=part, **kwargs) for part in parts}
+
+
+def _checked(name: str, kwargs: dict[str, Any]) -> Callable[..., Any]:
     names = sorted(DATASETS)
     if not isinstance(name, str) or name not in DATASETS:
         hint = did_you_mean(name, names) if isinstance(name, str) else ""
@@ -41,7 +61,7 @@ def load_dataset(name: str, **kwargs: Any) -> NDDataset:
     missing = [p for p in required_options(name) if p not in kwargs]
     if missing:
         raise ValueError(f"dataset {name!r} needs option(s) {missing}")
-    return factory(**kwargs)
+    return factory
 
 
 def required_options(name: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -84,3 +85,28 @@ def take_split(
         n, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, labels=labels
     )
     return parts[split]
+
+
+def check_splits(split: Split | Sequence[Split]) -> tuple[Split, ...]:
+    """``split`` (one name, or several for loaders that read their files once for all) as a
+    tuple of distinct split names."""
+    parts = (split,) if isinstance(split, str) else tuple(split)
+    for part in parts:
+        check_choice("split", part, SPLITS)
+    if not parts or len(set(parts)) != len(parts):
+        raise ValueError(f"split={split!r} is not valid; expected one name or distinct names")
+    return parts  # type: ignore[return-value]
+
+
+def take_splits(
+    n: int,
+    splits: Sequence[Split],
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    labels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """``take_split`` for several splits at once: ``{split: indices}``."""
+    fractions = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    return {s: take_split(n, s, labels=labels, **fractions) for s in splits}

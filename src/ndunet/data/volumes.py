@@ -23,7 +23,7 @@ from .normalize import (
     check_window,
     fit_normalization,
 )
-from .splits import SPLITS, Split, split_indices, take_split
+from .splits import Split, check_splits, split_indices, take_splits
 from .volume_files import (
     PathInput,
     VolumeFile,
@@ -52,12 +52,12 @@ def volumes(
     num_classes: int | None = None,
     normalize: NormalizeKind | Mapping[str, Any] = "none",
     window: tuple[float, float] | None = None,
-    split: Split = "all",
+    split: Split | Sequence[Split] = "all",
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     cache_bytes: int = 0,
-) -> VolumeDataset:
+) -> VolumeDataset | dict[str, VolumeDataset]:
     """Volumes from ``path`` (a folder, one file or a list of files) as ``(x, y)`` samples,
     x float32 ``(C, *spatial)``, read file by file when an item is asked for.
 
@@ -76,8 +76,9 @@ def volumes(
     (statistics still come from the "train" part). Volumes may differ in shape: then batch with
     ``batch_size=1`` (``VolumeDataset.collate`` says so) or sample patches. ``cache_bytes`` > 0
     keeps recently read samples in memory (least recently used dropped first), per process.
+    A list of splits (``split=["train", "val"]``) gives ``{split: dataset}`` from one scan.
     """
-    check_choice("split", split, SPLITS)
+    splits = check_splits(split)
     check_int("seed", seed, 0)
     check_float("val_fraction", val_fraction, 0.0, 1.0)
     check_float("test_fraction", test_fraction, 0.0, 1.0)
@@ -115,27 +116,31 @@ def volumes(
         label_key=label_key,
     )
     fractions = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
-    chosen = take_split(len(records), split, **fractions)
     try:
         train = [records[int(i)] for i in split_indices(len(records), **fractions)["train"]]
     except ValueError:  # split="all" on too few files for the fractions: fit on every file
         train = records
-    data = VolumeDataset(
-        [records[int(i)] for i in chosen],
-        train,
-        task=task,
-        num_classes=num_classes,
-        image_key=image_key,
-        label_key=label_key,
-        cache_bytes=cache_bytes,
-        name=f"{os.fspath(path) if isinstance(path, (str, os.PathLike)) else 'files'}[{split}]",
-    )
-    if recorded is not None and recorded.channels not in (1, data.in_channels):
-        raise ValueError(
-            f"normalize has {recorded.channels} channels, but the images have {data.in_channels}"
+    where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "files"
+    out = {}
+    for part, chosen in take_splits(len(records), splits, **fractions).items():
+        data = VolumeDataset(
+            [records[int(i)] for i in chosen],
+            train,
+            task=task,
+            num_classes=num_classes,
+            image_key=image_key,
+            label_key=label_key,
+            cache_bytes=cache_bytes,
+            name=f"{where}[{part}]",
         )
-    data.normalization = recorded or data.fit(normalize, window)  # type: ignore[arg-type]
-    return data
+        if recorded is not None and recorded.channels not in (1, data.in_channels):
+            raise ValueError(
+                f"normalize has {recorded.channels} channels, but the images have "
+                f"{data.in_channels}"
+            )
+        data.normalization = recorded or data.fit(normalize, window)  # type: ignore[arg-type]
+        out[part] = data
+    return out[split] if isinstance(split, str) else out
 
 
 class VolumeDataset(Dataset):
