@@ -57,7 +57,7 @@ def main(tiny: bool = False, out: str | None = None, guidance: float = 2.0) -> d
     labels = torch.arange(10).repeat_interleave(per_row)  # row d holds digit d
     samples = trainer.sample(
         len(labels), y=labels, guidance_scale=guidance, steps=5 if tiny else 50
-    )
+    ).cpu()  # on the training device (a GPU, when there is one)
     grid = save_samples(samples, folder / "guided_digits.png", nrow=per_row)
     check = judge_samples(samples.squeeze(1).numpy(), labels.numpy())
     print(

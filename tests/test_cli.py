@@ -261,6 +261,7 @@ def test_train_under_torchrun(tiny_config, tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "ndunet", "train", str(tiny_config), "--out", str(tmp_path / "run")]
+    cmd += ["--set", "trainer.device=cpu"]  # gloo on CPUs: two ranks, whatever GPUs there are
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("finished:") == 1  # only rank 0 reports

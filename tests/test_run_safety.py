@@ -204,3 +204,15 @@ def test_batchnorm_with_a_last_batch_of_one_names_batch_size_and_drop_last(tmp_p
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"drop_last=True.*batch_size"):
         tr.fit()
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    from ndunet.training.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"2 processes.*1 CUDA device.*device='cpu'"):
+        resolve_device("auto", local_rank=1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)

@@ -47,7 +47,7 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     """ "auto": cuda (this process's local rank), then mps, then cpu; else the given device."""
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return torch.device("cuda", _local_gpu(local_rank, spec))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -60,8 +60,20 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={spec!r} but CUDA is not available; use 'auto' or 'cpu'")
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        device = torch.device("cuda", _local_gpu(local_rank, spec))
     return device
+
+
+def _local_gpu(local_rank: int, spec: str) -> int:
+    """This process's GPU: one per process on the machine, never shared (NCCL refuses that)."""
+    count = torch.cuda.device_count()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world > count:
+        raise ValueError(
+            f"device={spec!r}: torchrun started {local_world} processes on this machine but it has "
+            f"{count} CUDA device(s); start at most {count} (--nproc_per_node) or set device='cpu'"
+        )
+    return local_rank
 
 
 def all_reduce_sum(
