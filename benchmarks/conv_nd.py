@@ -196,7 +196,15 @@ def _allocations(prof: profile) -> list:
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:
-    """Most bytes of torch CPU tensors alive at once while ``fn`` runs, above the start level."""
+    """Most bytes of torch tensors alive at once while ``fn`` runs, above the start level (the
+    CUDA allocator's own peak on a GPU, the profiler's allocation events on the CPU)."""
+    if torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = _allocations(prof)
@@ -221,19 +229,28 @@ def check_peak_method() -> None:
         raise RuntimeError(f"peak-memory method self-check failed: {got} bytes, expected 40 MB")
 
 
+def _sync() -> None:
+    if torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def measure(impls: list[Impl], rounds: int) -> None:
-    for impl in impls:  # warm-up: oneDNN primitive creation, allocator
+    for impl in impls:  # warm-up: oneDNN/cuDNN primitive creation, allocator
         impl.step()
     # fast calls are repeated within a round (>= ~50 ms) so one preemption does not dominate
+    _sync()
     t0 = time.perf_counter()
     impls[0].step()
+    _sync()
     inner = max(1, min(20, round(0.05 / (time.perf_counter() - t0))))
     for r in range(rounds):
         order = impls[r % len(impls) :] + impls[: r % len(impls)]  # rotate who goes first
         for impl in order:
+            _sync()
             t0 = time.perf_counter()
             for _ in range(inner):
                 impl.step()
+            _sync()
             impl.times.append((time.perf_counter() - t0) / inner)
     for impl in impls:
         impl.peak = peak_bytes(impl.step)
@@ -298,13 +315,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (tensors made there)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    check_peak_method()
+    torch.set_default_device(args.device)
+    where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name()
+    if args.device == "cpu":
+        check_peak_method()
     print(
-        f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds, float32, CPU; "
-        f"load average at start {os.getloadavg()[0]:.1f} (a shared machine: numbers are noisy)"
+        f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds, float32, "
+        f"{where}; load average at start {os.getloadavg()[0]:.1f} (a shared machine: noisy)"
     )
+    gpu_rows = [  # the GPU issue's table: larger volumes
+        ("ConvNd 4-D, B=4, 32->32 ch, 24^4, k3 p1", conv_impls, (4, 4, 32, 24)),
+        ("ConvTransposeNd 4-D, B=4, 32 ch, 12^4->24^4", conv_transpose_impls, (4, 4, 32, 12)),
+    ]
     workloads = [
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 p1", conv_impls, (4, 2, 16, 16)),
         ("ConvNd 4-D, B=8, 16->16 ch, 8^4, k3 p1", conv_impls, (4, 8, 16, 8)),
@@ -313,6 +338,8 @@ def main() -> None:
         ("ConvTransposeNd 4-D, B=8, 16 ch, 4^4->8^4", conv_transpose_impls, (4, 8, 16, 4)),
         ("ConvTransposeNd 5-D, B=2, 8 ch, 4^5->8^5", conv_transpose_impls, (5, 2, 8, 4)),
     ]
+    if args.device != "cpu":
+        workloads += gpu_rows
     results = []
     for title, build, (n, batch, ch, size) in workloads:
         impls = build(n, batch, ch, size)
