@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ndunet.app.run_config import RunConfig
@@ -37,6 +38,62 @@ def build_datasets(cfg: RunConfig) -> dict[str, Any]:
     if not len(out["train"]):
         raise ConfigError("the train split is empty; lower val/test_fraction", "data", cfg.source)
     return out
+
+
+def train_dataset(cfg: RunConfig, data: Any) -> Any:
+    """The train split as the trainer reads it: random patches ([patches]) and/or augmentation
+    ([augment]), both seeded by (trainer seed, epoch, index) so resumed runs draw the same; or
+    the split itself when neither section is given."""
+    from ndunet.data.patches import PatchDataset
+    from ndunet.data.transformed import TransformedDataset
+    from ndunet.transforms import build_transform
+
+    n = data.spatial_dims
+    transform = build_transform(cfg.augment) if cfg.augment else None
+    for name in cfg.augment:  # axes and planes must exist in the data
+        probe = torch.zeros(data.in_channels, *(4,) * n)  # (C, *spatial)
+        try:
+            build_transform({name: cfg.augment[name]})(probe, generator=torch.Generator())
+        except (ValueError, TypeError) as e:
+            raise ConfigError(
+                f"{e} (the data has spatial_dims={n})",
+                f"augment.{name}",
+                cfg.where("augment", name),
+            ) from None
+    if cfg.patches is None:
+        return data if transform is None else TransformedDataset(data, transform, cfg.trainer.seed)
+    p = cfg.patches
+    if len(p.patch_size) != n:
+        raise ConfigError(
+            f"patch_size={list(p.patch_size)} is not valid; expected {n} lengths, one per "
+            f"spatial axis of dataset {cfg.data.name!r}",
+            "patches.patch_size",
+            cfg.where("patches", "patch_size"),
+        )
+    return PatchDataset(
+        data, p.patch_size, p.patches_per_volume, p.foreground_fraction,
+        seed=cfg.trainer.seed, transform=transform, pad_value=p.pad_value,
+    )  # fmt: skip
+
+
+def whole_volume_defaults(cfg: RunConfig, data: Any) -> dict[str, Any]:
+    """Supervised runs on patches validate whole volumes through windows of the patch size,
+    unless [trainer] sets val_roi_size; a val_roi_size must fit the data's spatial axes."""
+    roi = cfg.trainer.val_roi_size
+    if roi is not None and (cfg.task.type != "supervised" or len(roi) != data.spatial_dims):
+        expected = (
+            f"{data.spatial_dims} window lengths, one per spatial axis"
+            if cfg.task.type == "supervised"
+            else "none (sliding-window validation is for supervised runs)"
+        )
+        raise ConfigError(
+            f"val_roi_size={list(roi)} is not valid; expected {expected}",
+            "trainer.val_roi_size",
+            cfg.where("trainer", "val_roi_size"),
+        )
+    if cfg.patches is None or cfg.task.type != "supervised" or "val_roi_size" in cfg.trainer_table:
+        return {}
+    return {"val_roi_size": cfg.patches.patch_size}
 
 
 def model_config(cfg: RunConfig, data: Any) -> Any:
@@ -112,6 +169,7 @@ def build_trainer(
     defaults = dict(trainer_cls.config_defaults)
     if not diffusion:
         defaults.update(supervised_defaults(cfg, train))
+    defaults.update(whole_volume_defaults(cfg, train))
     changes = {k: v for k, v in defaults.items() if k not in cfg.trainer_table}
     try:
         trainer_config = cfg.trainer.replace(**changes, out_dir=str(out_dir))
@@ -124,8 +182,9 @@ def build_trainer(
             module = Diffusion(model, config=DiffusionConfig.from_dict(values))
         except ConfigError as e:
             raise cfg.located(e, "diffusion") from None
+    train_data = train_dataset(cfg, train)  # patches and augmentation; metadata stays on train
     trainer = trainer_cls(
-        module, train, datasets.get("val"), config=trainer_config, resume=resume,
+        module, train_data, datasets.get("val"), config=trainer_config, resume=resume,
         allow_changes=allow_changes, progress=progress,
     )  # fmt: skip
     return trainer, datasets

@@ -1,4 +1,4 @@
-"""The ``ndunet`` command (also ``python -m ndunet``): demo, train, sample, summary.
+"""The ``ndunet`` command (also ``python -m ndunet``): demo, train, sample, predict, summary.
 
 User mistakes (a bad config, a run folder that is not empty, a missing checkpoint) end with one
 message on stderr and exit code 2, never a traceback.
@@ -162,6 +162,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from ndunet.app.predict import OPTIONS, PredictError, predict_files
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    options = {k: getattr(args, k) for k in OPTIONS}
+    try:
+        written = predict_files(args.run, args.inputs, args.out, **options, progress=not args.quiet)
+    except (PredictError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"{len(written)} prediction(s) in {Path(args.out).resolve()}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from ndunet.app.assemble import build_datasets, build_model
     from ndunet.model_summary import summary
@@ -276,6 +291,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     s.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser(
+        "predict",
+        help="segment or regress whole volumes with a trained supervised run",
+        description="Apply a supervised run to volume files (or folders of them) of any format "
+        "ndunet reads: read with the run's layout and recorded normalisation, predicted by "
+        "sliding windows (windows of the run's patch size unless --roi-size), written into "
+        "--out in the input's format with its affine/spacing (.npz/.zarr/.h5 inputs: .npy): "
+        "class labels for segmentation runs, float values for regression runs. Existing files "
+        "are never overwritten.",
+    )
+    r.add_argument("run", metavar="RUN", help="run folder (its checkpoints/--which) or checkpoint")
+    r.add_argument("inputs", metavar="INPUT", nargs="+", help="volume files or folders of them")
+    r.add_argument("--out", required=True, help="output folder (created if missing)")
+    r.add_argument("--which", choices=["last", "best"], default="best", help="run checkpoint")
+    r.add_argument("--roi-size", type=int, nargs="+", help="window per axis (default: patch size)")
+    r.add_argument("--overlap", type=float, default=0.5, help="window overlap (default 0.5)")
+    r.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward (default 4)")
+    r.add_argument("--mode", choices=["constant", "gaussian"], default="gaussian", help="blending")
+    r.add_argument("--tta-axes", type=int, nargs="*", default=[], help="flip TTA on these axes")
+    r.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
+    r.add_argument("--channel-axis", type=int, help="input channel axis (default: the run's)")
+    r.add_argument("--key", help="array inside .npz/.h5/.zarr inputs (default: the run's)")
+    r.add_argument(
+        "--output",
+        choices=["auto", "labels", "values"],
+        default="auto",
+        help="labels (argmax) or values (default: from the run's loss)",
+    )
+    r.add_argument("--suffix", help="output format, e.g. .nii.gz (default: the input's)")
+    r.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_predict)
 
     m = sub.add_parser(
         "summary",

@@ -1,5 +1,9 @@
-"""Run configs: one TOML or JSON file with the sections [task], [data], [model], [diffusion] and
-[trainer], checked key by key before anything is built.
+"""Run configs: one TOML or JSON file with the sections [task], [data], [patches], [augment],
+[model], [diffusion] and [trainer], checked key by key before anything is built.
+
+[patches] trains on random patches of the training volumes (:class:`PatchConfig`); [augment]
+is a table of transforms by name (``ndunet.transforms.TRANSFORMS``) with their options, applied
+in the order given, e.g. ``flip = {axes = [0, 1, 2]}`` and ``gamma = {prob = 0.3}``.
 
 Every problem becomes one :class:`ConfigError` that names the file (or the ``--set`` item) and
 the key: unknown sections and keys (with a "did you mean"), values of the wrong type, data paths
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
-from ndunet._checks import did_you_mean
+from ndunet._checks import check_float, check_int, did_you_mean
 from ndunet.config import Config, ConfigError, check_type, config
 
 if sys.version_info >= (3, 11):
@@ -29,12 +33,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SECTIONS = ("task", "data", "model", "diffusion", "trainer")
+SECTIONS = ("task", "data", "patches", "augment", "model", "diffusion", "trainer")
 # Data options that name files or folders (checked to exist), and those the runner sets itself.
 PATH_OPTIONS = ("path", "folder", "y_path")
 RUNNER_OPTIONS = ("split",)
 
-__all__ = ["ConfigError", "RunConfig", "TaskConfig", "load_config", "parse_config"]
+__all__ = ["ConfigError", "PatchConfig", "RunConfig", "TaskConfig", "load_config", "parse_config"]
 
 
 @config
@@ -46,6 +50,31 @@ class TaskConfig(Config):
     validate: bool = True  # hold out the data's "val" split for validation
     test: bool = True  # supervised: evaluate the final weights on the "test" split at the end
     head: Literal["dense", "pooled"] = "dense"  # supervised: per-voxel output, or one per sample
+
+
+@config
+class PatchConfig(Config):
+    """[patches]: train on random patches of the training volumes (``ndunet.data.patches``).
+
+    nnU-Net's sampling: ``foreground_fraction`` of the patches centred on a random foreground
+    voxel, volumes smaller than the patch padded with ``pad_value``, new crops every epoch seeded
+    by the trainer's seed. Validation then predicts whole volumes through sliding windows of
+    ``patch_size`` unless [trainer] sets ``val_roi_size``.
+    """
+
+    patch_size: tuple[int, ...]  # one length per spatial axis
+    patches_per_volume: int = 1  # patches drawn from each loaded volume per epoch
+    foreground_fraction: float = 1 / 3
+    pad_value: float = 0.0
+
+    def check_values(self) -> None:
+        if not self.patch_size or min(self.patch_size) < 1:
+            raise ValueError(
+                f"patch_size={list(self.patch_size)!r} is not valid; expected one positive "
+                "length per spatial axis, e.g. [64, 64, 32]"
+            )
+        check_int("patches_per_volume", self.patches_per_volume, 1)
+        check_float("foreground_fraction", self.foreground_fraction, 0.0, 1.0)
 
 
 @dataclass
@@ -67,6 +96,8 @@ class RunConfig:
 
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    patches: PatchConfig | None = None  # None: train on whole samples
+    augment: dict[str, dict[str, Any]] = field(default_factory=dict)  # transform name -> options
     model: dict[str, Any] = field(default_factory=dict)
     diffusion: dict[str, Any] = field(default_factory=dict)
     trainer: Any = None  # TrainerConfig
@@ -85,9 +116,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The file's sections as given (round-trips through :func:`parse_config`)."""
+        out = {"task": self.task.to_dict(), "data": self.data.to_dict()}
+        if self.patches is not None:
+            out["patches"] = self.patches.to_dict()
+        if self.augment:
+            out["augment"] = {name: _plain(options) for name, options in self.augment.items()}
         return {
-            "task": self.task.to_dict(),
-            "data": self.data.to_dict(),
+            **out,
             "model": _plain(self.model),
             "diffusion": _plain(self.diffusion),
             "trainer": _plain(self.trainer_table),
@@ -222,6 +257,12 @@ def parse_config(
     cfg.trainer_table = build("trainer", TrainerConfig.check_partial)
     cfg.trainer = build("trainer", TrainerConfig.from_dict)
     cfg.data = _check_data(dict(raw.get("data", {})), where)
+    if "patches" in raw:
+        if "patch_size" not in raw["patches"]:
+            src, _ = where("patches", "patch_size")
+            raise ConfigError("needs this option, e.g. [64, 64, 32]", "patches.patch_size", src)
+        cfg.patches = build("patches", PatchConfig.from_dict)
+    cfg.augment = _check_augment(dict(raw.get("augment", {})), where)
     return cfg
 
 
@@ -232,6 +273,25 @@ def _check_section_name(section: str, source: str) -> None:
             section,
             source,
         )
+
+
+def _check_augment(table: dict[str, Any], where: Any) -> dict[str, dict[str, Any]]:
+    """[augment]: each transform built once from its name and options (so bad ones fail here)."""
+    from ndunet.transforms import build_transform
+
+    for name, options in table.items():
+        src, _ = where("augment", name)
+        if not isinstance(options, dict):
+            raise ConfigError(
+                "expected a table of the transform's options, e.g. {prob = 0.5} ({} for defaults)",
+                f"augment.{name}",
+                src,
+            )
+        try:
+            build_transform({name: options})
+        except (ValueError, TypeError) as e:
+            raise ConfigError(str(e), f"augment.{name}", src) from None
+    return table
 
 
 def _check_data(table: dict[str, Any], where: Any) -> DataConfig:

@@ -228,6 +228,14 @@ def eval_loader(data: Any, *, batch_size: int, rank: int, world_size: int, name:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
+def set_dataset_epoch(dataset: Any, epoch: int) -> None:
+    """Tell a dataset that draws per epoch (``set_epoch``: PatchDataset, TransformedDataset)
+    which epoch it serves. Workers are not persistent, so each epoch's copy carries it."""
+    inner = dataset.dataset if isinstance(dataset, SeededSamples) else dataset
+    if callable(getattr(inner, "set_epoch", None)):
+        inner.set_epoch(epoch)
+
+
 class EpochBatches:
     """A training loader read epoch by epoch, in groups of ``grad_accum`` batches, resumable
     mid-epoch with identical batches.
@@ -259,6 +267,7 @@ class EpochBatches:
             loader.sampler.set_epoch(epoch)
             if isinstance(loader.dataset, SeededSamples):  # workers get a copy at iter()
                 loader.dataset.epoch = epoch
+            set_dataset_epoch(loader.dataset, epoch)
             if start_batch > 0 and self.order is not None:  # resumed mid-epoch
                 loader.sampler.order = self.order
             loader.sampler.skip = start_batch * (loader.batch_size or 1)
@@ -268,6 +277,7 @@ class EpochBatches:
         else:
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
+            set_dataset_epoch(loader.dataset, epoch)
             if start_batch == 0:
                 if rng_after_iter is not None:  # resumed at an epoch boundary
                     restore_rng(rng_after_iter)

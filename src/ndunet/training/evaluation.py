@@ -1,4 +1,5 @@
-"""One pass over evaluation batches: mean loss and metrics, exact across batches and DDP ranks."""
+"""One pass over evaluation batches: mean loss and metrics, exact across batches and DDP ranks;
+and the whole-volume predictor that evaluation may use in place of the module."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ndunet._checks import invalid
 from ndunet.data.loader import unpack_batch
+from ndunet.inference import sliding_window_inference
 from ndunet.training import distributed as D
 from ndunet.training.metrics import Metric
 
@@ -49,3 +52,33 @@ def evaluate_batches(
     out = {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan")}
     out.update({m.name: m.compute() for m in metrics})
     return out
+
+
+class SlidingWindowPredictor(nn.Module):
+    """``module`` run window by window over whole volumes (``sliding_window_inference`` with
+    ``roi_size``, ``sw_batch_size``, ``overlap``, ``mode``), called as the module is:
+    (B, C, *spatial) -> (B, C_out, *spatial). Evaluation passes it to ``compute_loss`` in place
+    of the module, so loss and metrics are those of the stitched whole-volume output."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        roi_size: Sequence[int],
+        sw_batch_size: int = 4,
+        overlap: float = 0.5,
+        mode: str = "gaussian",
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.roi_size = tuple(roi_size)
+        self.sw_batch_size, self.overlap, self.mode = sw_batch_size, overlap, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() - 2 != len(self.roi_size):
+            raise ValueError(
+                invalid("val_roi_size", list(self.roi_size), f"{x.dim() - 2} window lengths, one")
+                + f" per spatial axis of the data {tuple(x.shape)} (B, C, *spatial)"
+            )
+        return sliding_window_inference(
+            x, self.roi_size, self.sw_batch_size, self.module, self.overlap, self.mode
+        )

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ndunet.training.evaluation import SlidingWindowPredictor
 from ndunet.training.losses import get_loss
 from ndunet.training.metrics import Metric, get_metric
 from ndunet.training.trainer import Trainer
@@ -19,7 +20,9 @@ class SupervisedTrainer(Trainer):
     `train_data` / `val_data`: see `ndunet.data.loader` (Dataset, DataLoader, tensor/array,
     `(X, Y)` or `{"x": X, "y": Y}`; samples `(x, y)` or `{"x", "y"}`). `loss`: a name
     (cross_entropy, bce, dice, dice_ce, mse, l1) or `fn(pred, target) -> scalar`. `metrics`: names
-    (accuracy, dice, iou, psnr) or Metric instances. Other keywords are TrainerConfig fields.
+    (accuracy, dice, iou, psnr) or Metric instances. Other keywords are TrainerConfig fields;
+    `val_roi_size=(64, 64, 32)` evaluates whole volumes through sliding windows (`val_overlap`,
+    `val_sw_batch_size`, `val_mode`), so the best checkpoint is chosen on what `predict` outputs.
 
         trainer = SupervisedTrainer(model, train, val, out_dir="runs/cls", epochs=10, lr=1e-3)
         trainer.fit(); trainer.evaluate(test)
@@ -49,6 +52,17 @@ class SupervisedTrainer(Trainer):
         self.loss_fn = fn if loss is not None else get_loss(self.config.loss)[0]
         specs = list(metrics) if metrics is not None else list(self.config.metrics)
         self.metrics = [get_metric(m) for m in specs]
+
+    def eval_predictor(self) -> tuple[nn.Module, int]:
+        """The model, or with ``val_roi_size`` set the model over whole volumes by sliding
+        windows, one volume per batch (volumes may differ in shape)."""
+        cfg = self.config
+        if cfg.val_roi_size is None:
+            return self.module, cfg.batch_size
+        predictor = SlidingWindowPredictor(
+            self.module, cfg.val_roi_size, cfg.val_sw_batch_size, cfg.val_overlap, cfg.val_mode
+        )
+        return predictor, 1
 
     def compute_loss(
         self, module: nn.Module, x: Tensor, y: Tensor | None

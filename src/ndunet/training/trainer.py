@@ -128,6 +128,16 @@ class Trainer(SetupMixin, StepMixin, StateMixin, FolderMixin):
     def on_epoch_end(self, epoch: int) -> None:
         """Subclass hook after an epoch's checkpoint (DiffusionTrainer draws samples here)."""
 
+    def eval_predictor(self) -> tuple[nn.Module, int]:
+        """(what evaluate() passes to compute_loss in place of the module, its batch size);
+        SupervisedTrainer predicts whole volumes by sliding windows when val_roi_size is set."""
+        if self.config.val_roi_size is not None:
+            raise ValueError(
+                f"val_roi_size={list(self.config.val_roi_size)} is not valid for "
+                f"{type(self).__name__}; expected None (sliding-window evaluation is supervised)"
+            )
+        return self.module, self.config.batch_size
+
     # ----- public controls --------------------------------------------------------------------
     def request_stop(self, reason: str = "stop requested") -> None:
         """End training after the current step (a callback may call this); fit() then saves
@@ -322,8 +332,9 @@ class Trainer(SetupMixin, StepMixin, StateMixin, FolderMixin):
         self._setup_runtime()
         t = time.perf_counter()
         cfg, dist = self.config, self.dist
+        predictor, batch_size = self.eval_predictor()
         loader = eval_loader(
-            data, batch_size=cfg.batch_size, rank=dist.rank, world_size=dist.world_size, name="data"
+            data, batch_size=batch_size, rank=dist.rank, world_size=dist.world_size, name="data"
         )
         was_training = self.module.training
         rng = capture_rng()
@@ -331,7 +342,7 @@ class Trainer(SetupMixin, StepMixin, StateMixin, FolderMixin):
         self.module.eval()
         try:
             out = evaluate_batches(
-                loader, self.module, self.compute_loss, self.metrics,
+                loader, predictor, self.compute_loss, self.metrics,
                 device=self.device, autocast=self.autocast, dist=dist,
             )  # fmt: skip
         finally:

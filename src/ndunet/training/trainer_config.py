@@ -15,6 +15,7 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["constant", "cosine"]
 NanPolicy = Literal["raise", "skip"]
 BestMode = Literal["auto", "min", "max"]
+BlendMode = Literal["constant", "gaussian"]
 
 DEFAULT_EPOCHS = 10  # when neither epochs, max_steps nor time_limit bounds training
 
@@ -67,6 +68,13 @@ class TrainerConfig(Config):
     val_every_steps: int = 0  # also validate every N steps (0: off)
     best_metric: str = "val_loss"  # "val_<metric>", or "loss" (epoch-mean training loss)
     best_mode: BestMode = "auto"  # auto: max for accuracy/dice/iou/psnr, min otherwise
+    # whole-volume evaluation (SupervisedTrainer): with val_roi_size set, each volume (batch of
+    # 1) is predicted by ndunet.inference.sliding_window_inference, and loss/metrics/best are
+    # computed on the stitched output (None: the model on the batches as they come)
+    val_roi_size: tuple[int, ...] | None = None  # window size per spatial axis
+    val_overlap: float = 0.5
+    val_sw_batch_size: int = 4  # windows per forward pass
+    val_mode: BlendMode = "gaussian"  # how overlapping windows are blended
     # checkpoints
     save_checkpoints: bool = True  # False: write no checkpoints (benchmarks, throwaway runs)
     save_every_steps: int = 0  # also write checkpoints/last every N steps (0: only per epoch)
@@ -99,6 +107,14 @@ class TrainerConfig(Config):
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "momentum"):
             check_float(name, getattr(self, name), 0.0)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        roi = self.val_roi_size
+        if roi is not None and (not roi or min(roi) < 1):
+            raise ValueError(
+                f"val_roi_size={list(roi)!r} is not valid; expected one positive window "
+                "length per spatial axis, or None"
+            )
+        check_float("val_overlap", self.val_overlap, 0.0, 1.0, high_open=True)
+        check_int("val_sw_batch_size", self.val_sw_batch_size, 1)
         if not self.out_dir:
             raise ValueError(f"out_dir={self.out_dir!r} is not valid; expected a folder path")
         if self.epochs is None and not self.max_steps and self.time_limit is None:

@@ -7,9 +7,11 @@ Every transform is called as ``t(image, label=None, *, generator)`` and returns
 from .affine import RandAffine, affine_coords, affine_matrix, sample_nd
 from .base import Compose, RandomTransform, Transform
 from .intensity import RandContrast, RandGamma, RandGaussianBlur, RandGaussianNoise, gaussian_blur
+from .registry import TRANSFORMS, build_transform
 from .spatial import RandFlip, RandRot90
 
 __all__ = [
+    "TRANSFORMS",
     "Compose",
     "RandAffine",
     "RandContrast",
@@ -22,6 +24,7 @@ __all__ = [
     "Transform",
     "affine_coords",
     "affine_matrix",
+    "build_transform",
     "gaussian_blur",
     "sample_nd",
 ]

@@ -1,0 +1,104 @@
+"""`ndunet predict`: a NIfTI written here, predicted by a patch-trained run, comes back with the
+input's affine and shape and equals sliding_window_inference of the loaded model called
+directly (with and without flip TTA); nothing is overwritten; bad settings exit 2 before work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ndunet.app.cli import main
+from ndunet.data import blobs
+from ndunet.inference import flip_tta, sliding_window_inference
+from ndunet.training import load_run
+
+nib = pytest.importorskip("nibabel")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RUN = """
+[task]
+type = "supervised"
+validate = false
+test = false
+
+[data]
+name = "blobs"
+spatial_dims = 3
+length = 12
+n = 4
+
+[patches]
+patch_size = [8, 8, 4]
+
+[model]
+channels = [4, 8]
+num_res_blocks = 1
+num_groups = 2
+
+[trainer]
+max_steps = 2
+batch_size = 2
+lr = 1e-2
+plot = false
+device = "cpu"
+"""
+
+AFFINE = np.array([[0.0, -0.7, 0, 12], [0.9, 0, 0, -4], [0, 0, 2.5, 3], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> tuple[Path, Path]:
+    """(a trained run folder, a NIfTI volume of 14x11x9 voxels with an oblique affine)."""
+    folder = tmp_path_factory.mktemp("predict")
+    (folder / "run.toml").write_text(RUN)
+    assert main(["train", str(folder / "run.toml"), "--out", str(folder / "run"), "--quiet"]) == 0
+    x = blobs(3, length=14, n=1, seed=9).x[0, 0, :, :11, :9].numpy()  # (14, 11, 9)
+    nib.save(nib.Nifti1Image(x, AFFINE), folder / "case.nii.gz")
+    return folder / "run", folder / "case.nii.gz"
+
+
+def _direct(run: Path, nifti: Path, axes: tuple[int, ...] = ()) -> np.ndarray:
+    model = load_run(run, which="best").model
+    x = torch.from_numpy(np.asarray(nib.load(nifti).dataobj, dtype=np.float32))[None, None]
+    predictor = flip_tta(model, axes) if axes else model
+    with torch.no_grad():
+        out = sliding_window_inference(x, (8, 8, 4), 4, predictor, 0.5, "gaussian")
+    return (out[0, 0] > 0).numpy()  # one logit channel: foreground where it is > 0
+
+
+@pytest.mark.parametrize("axes", [(), (0, 2)], ids=["plain", "tta"])
+def test_predict_writes_labels_with_the_inputs_affine(case, tmp_path, axes, capsys):
+    run, nifti = case
+    out = tmp_path / "out"
+    tta = ["--tta-axes", *map(str, axes)] if axes else []
+    assert main(["predict", str(run), str(nifti), "--out", str(out), "--quiet", *tta]) == 0
+    img = nib.load(out / "case.nii.gz")
+    assert np.allclose(img.affine, AFFINE) and img.shape == (14, 11, 9)
+    labels = np.asarray(img.dataobj)
+    assert img.get_data_dtype() == np.uint8 and set(np.unique(labels)) <= {0, 1}
+    assert np.array_equal(labels, _direct(run, nifti, axes).astype(np.uint8))
+    assert "1 prediction(s)" in capsys.readouterr().out
+
+
+def test_predict_never_overwrites_and_checks_before_work(case, tmp_path, capsys):
+    run, nifti = case
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case.nii.gz").write_bytes(b"keep")
+    assert main(["predict", str(run), str(nifti), "--out", str(out), "--quiet"]) == 2
+    assert "never overwrites" in capsys.readouterr().err
+    assert (out / "case.nii.gz").read_bytes() == b"keep"
+    for bad, words in [
+        (["--tta-axes", "3"], "--tta-axes"),
+        (["--roi-size", "8", "8"], "--roi-size"),
+        (["--suffix", ".png"], "PNG"),
+        (["--suffix", ".h5"], "--suffix"),
+    ]:
+        other = tmp_path / "other"
+        assert main(["predict", str(run), str(nifti), "--out", str(other), *bad]) == 2
+        assert words in capsys.readouterr().err
+        assert not other.exists()  # refused before anything was written
