@@ -6,6 +6,8 @@ Every error is a :class:`ConfigError` naming the key and where it was set (the f
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +19,87 @@ from ndunet.config import ConfigError
 
 
 def build_datasets(cfg: RunConfig) -> dict[str, Any]:
-    """The dataset splits the run uses: train, and val / test when enabled (empty ones dropped)."""
-    from ndunet.data import load_dataset
+    """The dataset splits the run uses: train, and val / test when enabled (empty ones dropped).
+
+    Loaders that can read their files once for all splits do (``ndunet.data.load_splits``);
+    ``model.spatial_dims`` states the data's layout when [data] does not; a diffusion run
+    refuses training data outside [-1, 1] (see :func:`check_diffusion_range`)."""
+    from ndunet.data import DATASETS, load_splits
 
     splits = ["train"]
     if cfg.task.validate:
         splits.append("val")
     if cfg.task.type == "supervised" and cfg.task.test:
         splits.append("test")
-    out = {}
-    for split in splits:
-        try:
-            data = load_dataset(cfg.data.name, split=split, **cfg.data.options)
-        except (ValueError, TypeError, OSError) as e:  # the dataset's own checks, located
-            key = next((k for k in cfg.data.options if f"{k}=" in str(e)), None)
-            where = cfg.where("data", key) if key else cfg.source
-            raise ConfigError(str(e), f"data.{key}" if key else "data", where) from None
-        if len(data) or split == "train":
-            out[split] = data
-    if not len(out["train"]):
+    options, section = dict(cfg.data.options), "data"
+    accepts = inspect.signature(DATASETS[cfg.data.name]).parameters
+    if "spatial_dims" in cfg.model and "spatial_dims" in accepts and "spatial_dims" not in options:
+        options["spatial_dims"] = cfg.model["spatial_dims"]  # the model's axes are the data's
+        section = "model"
+    try:
+        parts = load_splits(cfg.data.name, splits, **options)
+    except (ValueError, TypeError, OSError, ImportError) as e:  # the dataset's checks, located
+        key = next((k for k in options if f"{k}=" in str(e)), None)
+        where = cfg.where(section if key == "spatial_dims" else "data", key)
+        name = f"{section if key == 'spatial_dims' else 'data'}.{key}" if key else "data"
+        raise ConfigError(str(e), name, where if key else cfg.source) from None
+    out = {split: data for split, data in parts.items() if len(data) or split == "train"}
+    train = out["train"]
+    if not len(train):
         raise ConfigError("the train split is empty; lower val/test_fraction", "data", cfg.source)
+    stated = cfg.model.get("spatial_dims")
+    if stated is not None and stated != train.spatial_dims:
+        raise ConfigError(
+            f"is {stated}, but dataset {cfg.data.name!r} is {train.spatial_dims}-D; set "
+            f"data.spatial_dims (and channel_axis) to read it as {stated}-D, or drop "
+            "model.spatial_dims",
+            "model.spatial_dims",
+            cfg.where("model", "spatial_dims"),
+        )
+    if cfg.task.type == "diffusion":
+        check_diffusion_range(cfg, train)
     return out
+
+
+def check_diffusion_range(cfg: RunConfig, data: Any, samples: int = 4) -> None:
+    """Diffusion learns and samples in [-1, 1]: refuse training data outside it, naming the
+    ``data.normalize`` value that maps it there. Checked on all of an in-memory dataset, else
+    on the recorded normalisation or the first ``samples`` samples (a cheap look, not a proof)."""
+    from ndunet.data import DATASETS
+
+    norm = getattr(data, "normalization", None)
+    x = getattr(data, "x", None)
+    if isinstance(x, torch.Tensor):
+        low, high, seen = float(x.min()), float(x.max()), "its samples"
+    elif norm is not None and norm.kind in ("minmax", "ct"):  # mapped (and clipped) into [-1, 1]
+        return
+    else:
+        firsts = [torch.as_tensor(data[i][0]) for i in range(min(samples, len(data)))]
+        low = min(float(t.min()) for t in firsts)
+        high = max(float(t.max()) for t in firsts)
+        seen = f"its first {len(firsts)} sample(s)"
+    if low >= -1 - 1e-5 and high <= 1 + 1e-5:
+        return
+    allowed = _literals(typing.get_type_hints(DATASETS[cfg.data.name]).get("normalize"))
+    fix = next((c for c in ("minmax", "symmetric") if c in allowed), None)
+    how = (
+        f"set data.normalize = {fix!r} to map the training range to [-1, 1] (recorded in the "
+        "run folder and undone by ndunet sample)"
+        if fix
+        else f"dataset {cfg.data.name!r} has no normalize option: scale the data to [-1, 1] first"
+    )
+    raise ConfigError(
+        f"diffusion trains and samples in [-1, 1], but {seen} of dataset {cfg.data.name!r} "
+        f"reach [{low:.4g}, {high:.4g}]; {how}",
+        "data.normalize",
+        cfg.where("data", "normalize"),
+    )
+
+
+def _literals(hint: Any) -> list[str]:
+    """The strings a (possibly nested) Literal type hint allows."""
+    args = typing.get_args(hint)
+    return [a for a in args if isinstance(a, str)] + [s for a in args for s in _literals(a)]
 
 
 def train_dataset(cfg: RunConfig, data: Any) -> Any:

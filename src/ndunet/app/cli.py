@@ -32,6 +32,7 @@ def _is_main_process() -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ndunet.app.assemble import build_trainer
+    from ndunet.app.run_data import data_records
     from ndunet.files import safe_write_text, safe_write_with
 
     cfg = load_config(args.config, args.set)
@@ -45,6 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main:
         text = json.dumps(cfg.to_dict(), indent=2) + "\n"
         safe_write_text(out_dir / "run_config.json", text, root=out_dir)
+        for name, text in data_records(datasets["train"]).items():  # normalisation, geometry
+            safe_write_text(out_dir / name, text, root=out_dir)
     results: dict[str, Any] = {"train": {"steps": trainer.step, **summary}}
     if "test" in datasets:  # every rank evaluates (a collective); rank 0 writes
         results["test"] = trainer.evaluate(datasets["test"])
@@ -107,10 +110,10 @@ def _parse_labels(items: Sequence[str] | None, n: int, num_classes: int | None) 
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from ndunet.files import safe_write_stream, safe_write_with
+    from ndunet.app.run_data import read_records, sample_suffix, sample_targets, write_sample_arrays
+    from ndunet.files import safe_write_with
     from ndunet.training import load_checkpoint, load_run
     from ndunet.viz import save_samples
 
@@ -118,10 +121,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not Path(args.run).exists():
         raise UsageError(f"{args.run!r} does not exist; give a run folder or a checkpoint folder")
     out = Path(args.out) if args.out else _free_path("samples", ".png")
-    if out.suffix.lower() not in (".png", ".npy"):
-        raise UsageError(f"--out {str(out)!r}: the file must end in .png or .npy")
-    if out.exists() or out.is_symlink():
-        raise UsageError(f"--out {str(out)!r} exists; ndunet never overwrites files")
+    try:
+        suffix = sample_suffix(out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    targets = sample_targets(out, args.n) if args.n >= 1 else [out]
+    taken = [str(t) for t in targets if t.exists() or t.is_symlink()]
+    if taken:
+        raise UsageError(f"--out {taken[0]!r} exists; ndunet never overwrites files")
     if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError(f"--n {args.n} and --steps {args.steps} must be >= 1")
     pipe = load_run(args.run, which=args.which)
@@ -136,6 +143,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not state.get("sample_shape"):
             raise UsageError("the checkpoint does not record the data shape; pass --shape C,H,W")
         shape = tuple(state["sample_shape"])
+    if suffix in (".tif", ".tiff") and len(shape) < 3:
+        raise UsageError(f"--out {str(out)!r}: TIFF holds 2-D or larger samples; use .npy")
     num_classes = pipe.diffusion.num_classes
     labels = _parse_labels(args.labels, args.n, num_classes)
     guidance = args.guidance  # None: the run's diffusion config decides
@@ -153,12 +162,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     x = x.float().clamp(-1, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npy":
-        safe_write_stream(out, lambda f: np.save(f, x.numpy()), overwrite=False)
-    else:
+    if suffix == ".png":  # a picture of the model's [-1, 1]
         nrow = num_classes if num_classes and not args.labels and args.n >= num_classes else None
         safe_write_with(out, lambda path: save_samples(x, path, nrow=nrow), overwrite=False)
-    print(f"{args.n} samples {tuple(shape)} from {pipe.path} -> {out.resolve()}")
+    else:
+        norm, geometry = read_records(args.run)
+        if norm is not None and norm.kind != "none":  # back to the training files' units
+            x = norm.invert(x, channel_dim=1)
+            print(f"values mapped back from data.normalize={norm.kind!r} (normalization.json)")
+        write_sample_arrays(x, targets, geometry)
+    where = out.resolve() if len(targets) == 1 else f"{targets[0].resolve()} ... {targets[-1].name}"
+    print(f"{args.n} samples {tuple(shape)} from {pipe.path} -> {where}")
     return 0
 
 
@@ -184,7 +198,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     data = build_datasets(cfg)["train"]
     model = build_model(cfg, data)
-    print(summary(model, (1, *data.x.shape[1:]), verbose=False))
+    if data.spatial_shape is None:
+        raise UsageError(
+            f"the training volumes of dataset {cfg.data.name!r} differ in shape, so the model "
+            "has no one input shape to summarise; list one size (e.g. a folder of one volume)"
+        )
+    print(summary(model, (1, data.in_channels, *data.spatial_shape), verbose=False))
     return 0
 
 
@@ -241,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train from a TOML/JSON config (supervised or diffusion)",
         description="Train the model a config describes. Sections: [task] (type = 'diffusion' "
         "or 'supervised', conditional, validate, test, head), [data] (name = digits | faces | "
-        "blobs | arrays | images, plus that dataset's options), [model] (UNet options; "
+        "blobs | arrays | images | volumes, plus that dataset's options), [model] (UNet options; "
         "spatial_dims and channels default to the data's), [diffusion] (Diffusion options) and "
         "[trainer] (TrainerConfig). Works under torchrun --nproc_per_node=N.",
         epilog="example: ndunet train cfg.toml --set model.channels=[32,64] --set trainer.lr=1e-3"
@@ -284,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the run's diffusion.guidance_scale)",
     )
     s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
-    s.add_argument("--out", help="FILE.png (grid) or FILE.npy (array); default ./samples.png")
+    s.add_argument(
+        "--out",
+        help="FILE.png (grid; default ./samples.png), or the arrays in the training data's units: "
+        "FILE.npy, FILE.tif (one stack), FILE.nii.gz (one per sample, with the data's affine)",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--shape", help="sample shape C,H,W,... (default: the training data's)")
     s.add_argument("--which", choices=["last", "best"], default="last", help="run checkpoint")

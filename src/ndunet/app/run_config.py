@@ -35,7 +35,7 @@ else:  # pragma: no cover
 
 SECTIONS = ("task", "data", "patches", "augment", "model", "diffusion", "trainer")
 # Data options that name files or folders (checked to exist), and those the runner sets itself.
-PATH_OPTIONS = ("path", "folder", "y_path")
+PATH_OPTIONS = ("path", "folder", "y_path", "labels")
 RUNNER_OPTIONS = ("split",)
 
 __all__ = ["ConfigError", "PatchConfig", "RunConfig", "TaskConfig", "load_config", "parse_config"]
@@ -323,13 +323,16 @@ def _check_data(table: dict[str, Any], where: Any) -> DataConfig:
             value = check_type(value, hints.get(key, Any), key)
         except ConfigError as e:
             raise e.located(src, "data") from None
-        if key in PATH_OPTIONS and value is not None:
-            resolved = (base / Path(value).expanduser()).resolve()
-            if not resolved.exists():
-                raise ConfigError(
-                    f"{str(value)!r} does not exist (looked for {resolved})", f"data.{key}", src
-                )
-            value = str(resolved)
+        if key in PATH_OPTIONS and value is not None:  # one path, or a list of them
+            paths = [value] if isinstance(value, str) else list(value)
+            for i, item in enumerate(paths):
+                resolved = (base / Path(item).expanduser()).resolve()
+                if not resolved.exists():
+                    raise ConfigError(
+                        f"{str(item)!r} does not exist (looked for {resolved})", f"data.{key}", src
+                    )
+                paths[i] = str(resolved)
+            value = paths[0] if isinstance(value, str) else paths
         options[key] = value
     missing = [p for p in required_options(name) if p not in options]
     if missing:
