@@ -236,3 +236,142 @@ def test_intermediates_trajectory():
     )
     assert torch.equal(traj[-1], x)
     assert calls == sample_timesteps(T, 10)
+
+
+# ---- the samplers added for few-step generation -------------------------------------------------
+
+
+def _std_of(sampler: str, steps: int, abar: np.ndarray) -> float:
+    """Std of UniPC-2 (bh2) and SDE-DPM-Solver++(2M) outputs on N(mu, S^2) data, from the papers'
+    update rules applied to the deviation d = x_t - alpha_t mu (x0_hat - mu = g d exactly)."""
+    ts = sample_timesteps(len(abar), steps)
+    ab = [float(abar[t]) for t in ts] + [1.0]
+    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else math.inf for a in ab]
+    gain = [math.sqrt(a) * S**2 / (a * S**2 + 1 - a) for a in ab[:-1]]
+
+    def phi2(z):
+        return (math.expm1(z) - z) / z**2
+
+    def phi3(z):
+        return (math.expm1(z) - z - z**2 / 2) / z**3
+
+    if sampler == "unipc":  # deviations are deterministic multiples of the initial noise
+        d, m_hist, d_prev = 1.0, [], None  # m_hist: (lambda, g * d) of evaluated points
+        for i in range(steps):
+            m = gain[i] * d  # evaluation at the (predicted) point of level i
+            if d_prev is not None:  # UniC with p = len(history) + 1 (Zhao et al. 2023, eq. 8)
+                (l_s, m_s), h = m_hist[-1], lam[i] - m_hist[-1][0]
+                hh, sig = -h, math.sqrt((1 - ab[i]) / (1 - ab[i - 1]))
+                base = sig * d_prev - math.sqrt(ab[i]) * math.expm1(hh) * m_s
+                if len(m_hist) == 1:
+                    coef, extra = 0.5, 0.0
+                else:
+                    l_p, m_p = m_hist[-2]
+                    r1 = (l_p - l_s) / h
+                    b1, b2 = hh * phi2(hh) / math.expm1(hh), 2 * hh * phi3(hh) / math.expm1(hh)
+                    a1 = (b1 - b2) / (1 - r1)  # solves a1 + a2 = b1, r1 a1 + a2 = b2
+                    coef, extra = b1 - a1, a1 * (m_p - m_s) / r1
+                d = base - math.sqrt(ab[i]) * math.expm1(hh) * (extra + coef * (m - m_s))
+            m_hist = [*m_hist[-1:], (lam[i], m)]
+            d_prev = d
+            if ab[i + 1] == 1.0:
+                d = m
+            else:  # UniP-2 with bh2 is DPM-Solver++(2M)
+                h = lam[i + 1] - lam[i]
+                dd = m
+                if len(m_hist) == 2:
+                    r = (lam[i] - m_hist[0][0]) / h
+                    dd = (1 + 0.5 / r) * m - 0.5 / r * m_hist[0][1]
+                sig = math.sqrt((1 - ab[i + 1]) / (1 - ab[i]))
+                d = sig * d - math.sqrt(ab[i + 1]) * math.expm1(-h) * dd
+        return abs(d)
+    # SDE-DPM-Solver++(2M), eta = 1 (Lu et al. 2022, appendix): covariance of (d, d_prev)
+    cov = np.array([[1.0, 0.0], [0.0, 0.0]])
+    h_prev = None
+    for i in range(steps):
+        if ab[i + 1] == 1.0:
+            lin = np.array([gain[i], 0.0])
+            return math.sqrt(lin @ cov @ lin)
+        h = lam[i + 1] - lam[i]
+        sig = math.sqrt((1 - ab[i + 1]) / (1 - ab[i]))
+        c = math.sqrt(ab[i + 1]) * (1 - math.exp(-2 * h))
+        w = 0.0 if h_prev is None else 0.5 * h / h_prev
+        lin = np.array([sig * math.exp(-h) + c * (1 + w) * gain[i], -c * w * gain[i - 1]])
+        noise = (1 - ab[i + 1]) * (1 - math.exp(-2 * h))
+        var = lin @ cov @ lin + noise
+        cross = lin @ cov[:, 0]
+        cov = np.array([[var, cross], [cross, cov[0, 0]]])
+        h_prev = h
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("sampler", "steps"), [("unipc", 10), ("unipc", 25), ("dpm++2m_sde", 20), ("dpm++2m_sde", 50)]
+)
+def test_unipc_and_sde_solver_against_their_update_rules(sampler, steps):
+    shape = SHAPES["2d"]
+    d = Diffusion(optimal_model(data_mean(shape), ABAR["cosine"], "eps"), prediction="eps")
+    mu = data_mean(shape)
+    x = d.sample(
+        4096, shape, steps, sampler, generator=torch.Generator().manual_seed(1), clip_denoised=False
+    )
+    assert float((x.mean(0) - mu).abs().max()) < 0.03
+    std = float((x - x.mean(0)).pow(2).mean().sqrt())
+    want = _std_of(sampler, steps, ABAR["cosine"])
+    assert 0.7 * S < want < 1.1 * S
+    assert std == pytest.approx(want, rel=0.02)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_euler_ancestral_is_ddim_with_the_same_eta(eta):
+    shape = SHAPES["1d"]
+    d = Diffusion(optimal_model(data_mean(shape), ABAR["cosine"], "v"))
+
+    def run(sampler):
+        g = torch.Generator().manual_seed(2)
+        return d.sample(32, shape, 20, sampler, eta=eta, generator=g, clip_denoised=False)
+
+    torch.testing.assert_close(run("euler_a"), run("ddim"), rtol=1e-4, atol=1e-5)
+    if eta == 0.0:
+        g = torch.Generator().manual_seed(2)
+        euler = d.sample(32, shape, 20, "euler", generator=g, clip_denoised=False)
+        torch.testing.assert_close(euler, run("ddim"), rtol=1e-5, atol=1e-6)
+
+
+def test_sampler_eta_rules():
+    d = Diffusion(optimal_model(data_mean((1, 4)), ABAR["cosine"], "v"))
+    with pytest.raises(ValueError, match=r"eta=0\.5 is only used by samplers"):
+        d.sample(2, (1, 4), 5, "unipc", eta=0.5)
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+        d.sample(2, (1, 4), 5, "euler_a", eta=-1.0)
+    from ndunet.diffusion import evaluations
+
+    assert evaluations("heun", 10) == 19 and evaluations("unipc", 10) == 10
+
+
+NEW_SAMPLERS = {"euler": 50, "euler_a": 150, "heun": 25, "dpm++2m_sde": 60, "unipc": 30}
+
+
+@pytest.mark.parametrize("sampler", list(NEW_SAMPLERS))
+@pytest.mark.parametrize("shape_id", list(SHAPES))
+def test_new_samplers_reproduce_a_gaussian_mixture(sampler, shape_id, one_thread):
+    import _mixture as M
+
+    d = Diffusion(M.gaussian_model("v"))
+    x = d.sample(
+        1024, SHAPES[shape_id], NEW_SAMPLERS[sampler], sampler,
+        generator=torch.Generator().manual_seed(0), clip_denoised=False,
+    )  # fmt: skip
+    w1, mass = M.mixture_errors(x)
+    assert w1 < 0.02 and mass < 0.015, (w1, mass)
+
+
+@pytest.mark.parametrize(("sampler", "low"), [("euler", 0.85), ("dpm++2m", 1.8), ("unipc", 1.9)])
+def test_order_of_convergence_on_the_discrete_schedule(sampler, low, one_thread, monkeypatch):
+    import _mixture as M
+    from test_flow import Net, observed_orders
+
+    monkeypatch.setattr(M, "PARAMS", M.SMOOTH)
+    d = Diffusion(Net(M.gaussian_model("v")))
+    orders = observed_orders(d, sampler, steps=(8, 16, 32))
+    assert all(low <= p <= low + 1.6 for p in orders), orders

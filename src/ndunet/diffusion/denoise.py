@@ -1,5 +1,6 @@
 """From a network to the samplers' ``denoise(x_t, t) -> (x0_hat, eps_hat)``: calling convention,
-classifier-free guidance, parameterization and x0 clipping; plus the inpainting replacement."""
+conditions and classifier-free guidance, the process's view and parameterization, x0 clipping;
+plus the inpainting replacement."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from . import parameterization
+from . import conditioning, parameterization
 from .config import DiffusionConfig
+from .processes import Grid, Process
 
 Model = Callable[..., Tensor]
 Denoiser = Callable[[Tensor, int], tuple[Tensor, Tensor]]
@@ -37,53 +39,78 @@ def eval_mode(model: Model) -> Iterator[None]:
 
 
 def guided_output(
-    model: Model, x: Tensor, t: Tensor, y: Tensor | None, scale: float, null_id: int | None
+    model: Model,
+    x: Tensor,
+    t: Tensor,
+    y: Tensor | None,
+    scale: float,
+    null_id: int | None,
+    *,
+    cond: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022, https://arxiv.org/abs/2207.12598):
-    ``uncond + scale * (cond - uncond)``, both halves in one batched forward pass.
+    """The network on ``x`` with its condition channels (:func:`conditioning.network_input`), with
+    classifier-free guidance (Ho & Salimans 2022, https://arxiv.org/abs/2207.12598):
+    ``uncond + scale * (cond - uncond)``, both halves in one batched forward pass. The
+    unconditional half has the null class and zeroed tensor conditions (no known values).
 
-    The guided combination is taken on the raw output; eps, x0 and v are affine in each other at
-    fixed ``x_t``, so this is the same guidance whatever the parameterization.
+    The guided combination is taken on the raw output; eps, x0, v (and EDM's F) are affine in
+    each other at fixed ``x_t``, so this is the same guidance whatever the parameterization.
     """
-    if y is None or scale == 1.0:
-        return call_model(model, x, t, y)
-    if null_id is None:
+    inputs = conditioning.network_input(x, cond, mask)
+    if (y is None and cond is None and mask is None) or scale == 1.0:
+        return call_model(model, inputs, t, y)
+    if y is not None and null_id is None:
         raise ValueError(f"guidance_scale={scale} needs a class-conditioned model")
-    null = torch.full_like(y, null_id)
+    null_y = None if y is None else torch.full_like(y, null_id)
+    empty = None if mask is None else torch.zeros_like(mask)
+    null_inputs = conditioning.network_input(
+        x, None if cond is None else torch.zeros_like(cond), empty
+    )
     if scale == 0.0:
-        return call_model(model, x, t, null)
-    both = call_model(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-    cond, uncond = both.chunk(2)  # (B, C, *spatial) each
-    return uncond + scale * (cond - uncond)
+        return call_model(model, null_inputs, t, null_y)
+    both_y = None if y is None else torch.cat([y, null_y])  # type: ignore[list-item]
+    both = call_model(model, torch.cat([inputs, null_inputs]), torch.cat([t, t]), both_y)
+    guided, uncond = both.chunk(2)  # (B, C, *spatial) each
+    return uncond + scale * (guided - uncond)
 
 
 def make_denoiser(
     model: Model,
-    alphas_cumprod: Tensor,
+    process: Process,
+    grid: Grid,
     config: DiffusionConfig,
     y: Tensor | None = None,
     guidance_scale: float = 1.0,
     clip_denoised: bool = False,
+    *,
+    cond: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> Denoiser:
-    """The samplers' view of ``model``: ``denoise(x_t, t) -> (x0_hat, eps_hat)`` at int step t."""
+    """The samplers' view of ``model``: ``denoise(x_t, t) -> (x0_hat, eps_hat)`` at index t of
+    ``grid``, ``x_t`` variance-preserving. With ``mask`` (imputation), ``cond`` holds the known
+    values and x0_hat keeps them exactly."""
 
     def denoise(x: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        out = guided_output(model, x, tt, y, guidance_scale, config.num_classes)
+        time = grid.times[t]
+        x_native, x_in, label = process.view(x, time)
+        out = guided_output(
+            model, x_in, label, y, guidance_scale, config.num_classes, cond=cond, mask=mask
+        )
         if out.shape != x.shape:
             raise ValueError(f"model output shape {tuple(out.shape)} != input {tuple(x.shape)}")
-        abar = float(alphas_cumprod[t])
-        alpha, sigma = math.sqrt(abar), math.sqrt(1.0 - abar)
-        x0, eps = parameterization.to_x0_eps(config.prediction, out, x, alpha, sigma)
-        if clip_denoised:
-            if config.dynamic_threshold is not None:
-                x0 = parameterization.dynamic_threshold(
-                    x0, config.dynamic_threshold, config.clip_value
-                )
-            else:
-                x0 = x0.clamp(-config.clip_value, config.clip_value)
-            eps = parameterization.x0_to_eps(x, x0, alpha, sigma)  # consistent with clipped x0
-        return x0, eps
+        x0, eps = process.to_x0_eps(out, x_native, time)
+        if not clip_denoised and mask is None:
+            return x0, eps
+        if clip_denoised and config.dynamic_threshold is not None:
+            x0 = parameterization.dynamic_threshold(x0, config.dynamic_threshold, config.clip_value)
+        elif clip_denoised:
+            x0 = x0.clamp(-config.clip_value, config.clip_value)
+        if mask is not None and cond is not None:
+            x0 = mask * cond + (1 - mask) * x0
+        abar = float(grid.alphas_cumprod[t])
+        eps = parameterization.x0_to_eps(x, x0, math.sqrt(abar), math.sqrt(1.0 - abar))
+        return x0, eps  # eps consistent with the clipped / completed x0
 
     return denoise
 

@@ -22,9 +22,14 @@ def check_loss(loss: str, weighting: str) -> None:
 
 
 def per_sample_loss(
-    output: Tensor, target: Tensor, loss: str = "l2", huber_delta: float = 1.0
+    output: Tensor,
+    target: Tensor,
+    loss: str = "l2",
+    huber_delta: float = 1.0,
+    mask: Tensor | None = None,
 ) -> Tensor:
-    """Mean elementwise loss over every non-batch axis: shape ``(B,)``."""
+    """Mean elementwise loss over every non-batch axis: shape ``(B,)``; with ``mask`` (0/1,
+    broadcast to ``output``) the mean over the masked-in elements (0 where there are none)."""
     check_loss(loss, "none")
     if loss == "l2":
         elem = F.mse_loss(output, target, reduction="none")
@@ -32,6 +37,10 @@ def per_sample_loss(
         elem = F.l1_loss(output, target, reduction="none")
     else:
         elem = F.huber_loss(output, target, reduction="none", delta=huber_delta)
+    if mask is not None:
+        m = mask.to(elem.dtype).expand_as(elem).reshape(elem.shape[0], -1)  # (B, C * prod(spatial))
+        total = (elem.reshape(elem.shape[0], -1) * m).sum(dim=1)
+        return total / m.sum(dim=1).clamp(min=1.0)
     return elem.reshape(elem.shape[0], -1).mean(dim=1)  # (B,)
 
 

@@ -1,12 +1,14 @@
-"""Samplers: pure functions with one shared signature.
+"""Samplers: pure functions with one shared signature, and their registry.
 
 ``sampler(denoise, x, timesteps, alphas_cumprod, *, eta, generator, post_step, callback,
 progress) -> x0``. ``denoise(x_t, t) -> (x0_hat, eps_hat)`` is the trained model seen through its
-parameterization (the Diffusion wrapper builds it: guidance and clipping happen there).
-``timesteps`` is a strictly decreasing list of steps; each iteration moves from ``timesteps[i]`` to
-``timesteps[i + 1]``, the last one to clean data (written ``t = -1``, ``alpha_bar = 1``).
-``post_step(x, t_next)`` may replace the state after each step (inpainting uses it);
-``callback(i, t, x_next, x0_hat)`` observes the trajectory.
+process and parameterization (the Diffusion wrapper builds it: guidance and clipping happen
+there). ``timesteps`` is a strictly decreasing list of indices into ``alphas_cumprod``; each
+iteration moves from ``timesteps[i]`` to ``timesteps[i + 1]``, the last one to clean data
+(written ``t = -1``, ``alpha_bar = 1``). The state is variance-preserving whatever the process
+(see :mod:`ndunet.diffusion.stepping`). ``post_step(x, t_next)`` may replace the state after each
+step (inpainting uses it); ``callback(i, t, x_next, x0_hat)`` observes the trajectory. ``eta`` is
+the stochasticity of the samplers that have one (:data:`ETA_DEFAULTS`); the others refuse it.
 """
 
 from __future__ import annotations
@@ -18,52 +20,41 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Denoiser = Callable[[Tensor, int], tuple[Tensor, Tensor]]
-PostStep = Callable[[Tensor, int], Tensor]
-Callback = Callable[[int, int, Tensor, Tensor], None]
-SamplerName = Literal["ddpm", "ddim", "dpm++2m"]
-Spacing = Literal["trailing", "linspace", "leading"]
-SPACINGS: tuple[str, ...] = ("trailing", "linspace", "leading")
+from ndunet._checks import lookup
 
+from .dpm_solver import dpmpp_2m, dpmpp_2m_sde
+from .heun import heun
+from .stepping import (
+    Callback,
+    Denoiser,
+    PostStep,
+    abar_at,
+    finish_step,
+    noise_like,
+    sample_timesteps,
+    steps_of,
+    ve_sigma,
+)
+from .unipc import unipc
 
-def sample_timesteps(timesteps: int, steps: int, spacing: str = "trailing") -> list[int]:
-    """``steps`` decreasing steps out of ``range(timesteps)``.
+SamplerName = Literal["ddpm", "ddim", "dpm++2m", "euler", "euler_a", "heun", "dpm++2m_sde", "unipc"]
 
-    "trailing" always starts at ``timesteps - 1`` (Lin et al. 2023,
-    https://arxiv.org/abs/2305.08891, table 2); "linspace" spans both ends; "leading" is DDIM's.
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be an int in [1, {timesteps}] (timesteps), got {steps!r}")
-    if spacing == "trailing":
-        ts = [round(timesteps - i * timesteps / steps) - 1 for i in range(steps)]
-    elif spacing == "linspace":
-        if steps == 1:
-            return [timesteps - 1]
-        ts = [round((timesteps - 1) * (1 - i / (steps - 1))) for i in range(steps)]
-    elif spacing == "leading":
-        ts = [(steps - 1 - i) * (timesteps // steps) for i in range(steps)]
-    else:
-        raise ValueError(f"timestep_spacing must be one of {list(SPACINGS)}, got {spacing!r}")
-    return ts
-
-
-def _abar(alphas_cumprod: Tensor, t: int) -> float:
-    return 1.0 if t < 0 else float(alphas_cumprod[t])
-
-
-def _steps(timesteps: Sequence[int], progress: bool):  # yields (i, t, t_next)
-    pairs = [
-        (i, t, timesteps[i + 1] if i + 1 < len(timesteps) else -1) for i, t in enumerate(timesteps)
-    ]
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(pairs, desc="sampling", leave=False)
-    return pairs
-
-
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+__all__ = [
+    "ETA_DEFAULTS",
+    "SAMPLERS",
+    "SamplerName",
+    "ddim",
+    "ddpm",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "euler",
+    "euler_ancestral",
+    "evaluations",
+    "get_sampler",
+    "heun",
+    "sample_timesteps",
+    "unipc",
+]
 
 
 def ddpm(
@@ -83,19 +74,16 @@ def ddpm(
     With fewer steps than the schedule, the skipped steps merge into one transition with
     ``beta = 1 - abar_t / abar_prev`` (respacing, Nichol & Dhariwal 2021). ``eta`` is unused.
     """
-    for i, t, t_next in _steps(timesteps, progress):
+    for i, t, t_next in steps_of(timesteps, progress):
         x0, _ = denoise(x, t)
-        a_t, a_p = _abar(alphas_cumprod, t), _abar(alphas_cumprod, t_next)
+        a_t, a_p = abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next)
         beta = 1.0 - a_t / a_p
         mean = (math.sqrt(a_p) * beta / (1.0 - a_t)) * x0 + (
             math.sqrt(1.0 - beta) * (1.0 - a_p) / (1.0 - a_t)
         ) * x
         var = beta * (1.0 - a_p) / (1.0 - a_t)
-        x = mean + math.sqrt(var) * _noise(x, generator) if var > 0 else mean
-        if post_step is not None:
-            x = post_step(x, t_next)
-        if callback is not None:
-            callback(i, t, x, x0)
+        x = mean + math.sqrt(var) * noise_like(x, generator) if var > 0 else mean
+        x = finish_step(x, i, t, t_next, x0, post_step, callback)
     return x
 
 
@@ -113,21 +101,18 @@ def ddim(
 ) -> Tensor:
     """DDIM (Song et al. 2021, https://arxiv.org/abs/2010.02502, eq. 12); eta=0 is deterministic,
     eta=1 matches ancestral DDPM in distribution."""
-    for i, t, t_next in _steps(timesteps, progress):
+    for i, t, t_next in steps_of(timesteps, progress):
         x0, eps = denoise(x, t)
-        a_t, a_p = _abar(alphas_cumprod, t), _abar(alphas_cumprod, t_next)
+        a_t, a_p = abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next)
         sigma = eta * math.sqrt((1.0 - a_p) / (1.0 - a_t) * (1.0 - a_t / a_p))
         x = math.sqrt(a_p) * x0 + math.sqrt(max(1.0 - a_p - sigma**2, 0.0)) * eps
         if sigma > 0:
-            x = x + sigma * _noise(x, generator)
-        if post_step is not None:
-            x = post_step(x, t_next)
-        if callback is not None:
-            callback(i, t, x, x0)
+            x = x + sigma * noise_like(x, generator)
+        x = finish_step(x, i, t, t_next, x0, post_step, callback)
     return x
 
 
-def dpmpp_2m(
+def euler(
     denoise: Denoiser,
     x: Tensor,
     timesteps: Sequence[int],
@@ -139,43 +124,78 @@ def dpmpp_2m(
     callback: Callback | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, https://arxiv.org/abs/2211.01095, algorithm 2).
+    """Euler's method on the probability-flow ODE, first order (``eta`` unused).
 
-    Multistep second order in the data prediction, in ``lambda = log(alpha / sigma)``; the first
-    step and the final jump to clean data are first order. Deterministic (``eta`` unused).
+    The step is the same in every coordinates the processes use: in rectified-flow coordinates
+    ``x_t' = x_t + (t' - t) v_hat`` (Liu et al. 2022, https://arxiv.org/abs/2209.03003), in EDM's
+    ``x' = x + (sigma' - sigma) (x - D) / sigma`` (Karras et al. 2022, eq. 1): both land on
+    ``alpha' x0_hat + sigma' eps_hat``, which is also deterministic DDIM.
     """
-    x0_prev: Tensor | None = None
-    h_prev = 0.0
-    for i, t, t_next in _steps(timesteps, progress):
-        x0, _ = denoise(x, t)
-        if t_next < 0:  # sigma_next == 0: the first-order step lands exactly on x0_hat
-            x = x0
-        else:
-            a_t, a_n = _abar(alphas_cumprod, t), _abar(alphas_cumprod, t_next)
-            lam_t = 0.5 * math.log(a_t / (1.0 - a_t))
-            lam_n = 0.5 * math.log(a_n / (1.0 - a_n))
-            h = lam_n - lam_t
-            if x0_prev is None:
-                d = x0
-            else:
-                r = h_prev / h
-                d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-            ratio = math.sqrt((1.0 - a_n) / (1.0 - a_t))  # sigma_next / sigma_t
-            x = ratio * x - math.sqrt(a_n) * math.expm1(-h) * d
-            h_prev = h
-        x0_prev = x0
-        if post_step is not None:
-            x = post_step(x, t_next)
-        if callback is not None:
-            callback(i, t, x, x0)
+    for i, t, t_next in steps_of(timesteps, progress):
+        x0, eps = denoise(x, t)
+        a_n = abar_at(alphas_cumprod, t_next)
+        x = math.sqrt(a_n) * x0 + math.sqrt(1.0 - a_n) * eps
+        x = finish_step(x, i, t, t_next, x0, post_step, callback)
     return x
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": ddpm, "ddim": ddim, "dpm++2m": dpmpp_2m}
+def euler_ancestral(
+    denoise: Denoiser,
+    x: Tensor,
+    timesteps: Sequence[int],
+    alphas_cumprod: Tensor,
+    *,
+    eta: float = 1.0,
+    generator: torch.Generator | None = None,
+    post_step: PostStep | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Euler ancestral (k-diffusion's ``sample_euler_ancestral``): an Euler step down to
+    ``sigma_down``, then fresh noise ``sigma_up``, with ``sigma_up = min(sigma_next, eta *
+    sqrt(sigma_next**2 (sigma**2 - sigma_next**2) / sigma**2))`` in EDM's sigma = sigma/alpha.
+
+    For ``eta <= 1`` it equals DDIM with the same ``eta`` step for step (the ancestral step is
+    DDPM's posterior variance); ``eta = 0`` is :func:`euler`.
+    """
+    for i, t, t_next in steps_of(timesteps, progress):
+        x0, eps = denoise(x, t)
+        a_n = abar_at(alphas_cumprod, t_next)
+        s, s_n = ve_sigma(abar_at(alphas_cumprod, t)), ve_sigma(a_n)
+        ratio = 1.0 if math.isinf(s) else (s**2 - s_n**2) / s**2
+        s_up = min(s_n, eta * s_n * math.sqrt(max(ratio, 0.0)))
+        s_down = math.sqrt(max(s_n**2 - s_up**2, 0.0))
+        x_ve = x0 + s_down * eps  # x / alpha after the deterministic part
+        if s_up > 0:
+            x_ve = x_ve + s_up * noise_like(x, generator)
+        x = math.sqrt(a_n) * x_ve
+        x = finish_step(x, i, t, t_next, x0, post_step, callback)
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": ddpm,
+    "ddim": ddim,
+    "dpm++2m": dpmpp_2m,
+    "euler": euler,
+    "euler_a": euler_ancestral,
+    "heun": heun,
+    "dpm++2m_sde": dpmpp_2m_sde,
+    "unipc": unipc,
+}
+
+# Samplers with a stochasticity knob and its default (DDIM's eta, the ancestral/SDE noise
+# fraction, Heun's per-step churn); every other sampler refuses eta != 0.
+ETA_DEFAULTS: dict[str, float] = {"ddim": 0.0, "euler_a": 1.0, "dpm++2m_sde": 1.0, "heun": 0.0}
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
     """The sampler function called ``name``; the error lists the valid names."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {name!r}")
-    return SAMPLERS[name]
+    return lookup(SAMPLERS, name, "sampler")
+
+
+def evaluations(name: str, steps: int) -> int:
+    """Network evaluations of ``steps`` steps of sampler ``name`` (Heun: two per step, one for
+    the last step to clean data); classifier-free guidance doubles the batch, not the count."""
+    get_sampler(name)
+    return 2 * steps - 1 if name == "heun" else steps

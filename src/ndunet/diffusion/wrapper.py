@@ -1,31 +1,35 @@
-"""Diffusion: wraps a network, owns the schedule, the parameterization, the loss and sampling."""
+"""Diffusion: wraps a network, owns the process (Gaussian diffusion, flow matching or EDM), the
+parameterization, the conditioning, the loss and sampling."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from ndunet._checks import did_you_mean
-
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from . import losses, parameterization, process
+from . import conditioning, losses, process
 from .config import DiffusionConfig
 from .denoise import Model, call_model, eval_mode, guided_output, make_denoiser, replacement
-from .samplers import Callback, SamplerName, get_sampler, sample_timesteps
+from .processes import Grid, build_process
+from .samplers import SamplerName
+from .sampling import Plan, SampleOptions, prepare
 from .schedules import Schedule, ScheduleName
+from .stepping import Denoiser
 from .validation import check_data_shape, check_labels
 
 
 class Diffusion(nn.Module):
-    """Gaussian diffusion around ``model(x_t, t, y=None)`` for data ``(B, C, *spatial)`` of any N.
+    """A generative process around ``model(x_t, t, y=None)`` for data ``(B, C, *spatial)`` of any
+    N: discrete Gaussian diffusion, flow matching or EDM (``config.process``), optionally
+    conditioned on class labels ``y`` and/or a tensor ``cond`` (``config.condition``).
 
-    ``diffusion(x0, y)`` is the training loss; :meth:`sample` and :meth:`inpaint` generate.
+    ``diffusion(x0, y, cond=...)`` is the training loss; :meth:`sample` and :meth:`inpaint`
+    generate.
     """
 
     def __init__(
@@ -33,7 +37,7 @@ class Diffusion(nn.Module):
         model: Model,
         timesteps: int = 1000,
         schedule: ScheduleName = "cosine",
-        prediction: parameterization.Prediction = "v",
+        prediction: Any = "v",
         loss: losses.LossName = "l2",
         loss_weighting: losses.Weighting = "min_snr",
         min_snr_gamma: float = 5.0,
@@ -65,9 +69,7 @@ class Diffusion(nn.Module):
             )
         self.config = config
         self.model = model  # registered as a submodule when it is an nn.Module
-        self.schedule = Schedule.from_name(
-            config.schedule, config.timesteps, **config.schedule_kwargs
-        )
+        self.process = build_process(config)
 
     @classmethod
     def from_config(cls, model: Model, config: DiffusionConfig | dict[str, Any]) -> Diffusion:
@@ -84,9 +86,22 @@ class Diffusion(nn.Module):
     def num_classes(self) -> int | None:
         return self.config.num_classes
 
-    # ---- forward process and training -------------------------------------------------------
+    @property
+    def schedule(self) -> Schedule | None:
+        """The discrete schedule of a Gaussian process (None for flow matching and EDM)."""
+        return getattr(self.process, "schedule", None)
+
+    def extra_channels(self, data_channels: int) -> int:
+        """Input channels the condition adds to ``data_channels`` (image: cond_channels; mask:
+        the mask and the known values, 2 * data_channels)."""
+        cfg = self.config
+        return conditioning.extra_channels(cfg.condition, data_channels, cfg.cond_channels)
+
+    # ---- training ----------------------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Noise clean data to step ``t`` (int64 tensor of shape (B,))."""
+        """Noise clean data to step ``t`` (int64 tensor of shape (B,)); Gaussian process only."""
+        if self.schedule is None:
+            raise ValueError(f"q_sample needs process='gaussian', not {self.config.process!r}")
         noise = torch.randn_like(x0) if noise is None else noise
         return process.q_sample(self.schedule, x0, t, noise)
 
@@ -95,44 +110,58 @@ class Diffusion(nn.Module):
         x0: Tensor,
         y: Tensor | None = None,
         *,
+        cond: Tensor | None = None,
+        mask: Tensor | None = None,
         t: Tensor | None = None,
         noise: Tensor | None = None,
     ) -> Tensor:
-        """Training loss (scalar) at a random step per sample (or the given ``t``/``noise``)."""
+        """Training loss (scalar) at a random time per sample (or the given ``t``: an int64 step
+        for "gaussian", a float time in [0, 1] for "flow", a sigma for "edm"). ``cond``: the
+        tensor condition (condition='image'); ``mask``: which values are known (condition='mask';
+        default: CSDI's random mask)."""
         if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.dim() < 3:
             raise ValueError(
                 "x0 must be a floating tensor (B, C, *spatial) with at least one spatial axis, got "
                 + (f"shape {tuple(x0.shape)}" if isinstance(x0, Tensor) else repr(type(x0)))
             )
-        check_data_shape(self.model, tuple(x0.shape[1:]), "x0.shape[1:]")
+        cfg = self.config
+        check_data_shape(
+            self.model, tuple(x0.shape[1:]), "x0.shape[1:]", self.extra_channels(x0.shape[1])
+        )
         batch = x0.shape[0]
         check_labels(y, batch, self.num_classes, allow_null=True)
-        if t is None:
-            t = torch.randint(0, self.timesteps, (batch,), device=x0.device)
-        elif t.shape != (batch,) or t.dtype != torch.long:
-            raise ValueError(
-                f"t must be an int64 tensor of shape ({batch},), got {t.shape} {t.dtype}"
+        conditioning.check_cond(cond, batch, tuple(x0.shape[2:]), cfg.cond_channels, cfg.condition)
+        if mask is not None and cfg.condition != "mask":
+            raise ValueError(f"mask needs condition='mask' (this one has {cfg.condition!r})")
+        if cfg.condition == "mask":
+            mask = (
+                conditioning.random_mask(x0) if mask is None else conditioning.check_mask(mask, x0)
             )
+            cond = x0  # the known values
+        if t is not None:
+            self.process.check_time(t, batch)
         noise = torch.randn_like(x0) if noise is None else noise
-        if y is not None and self.config.cond_drop_prob > 0:  # classifier-free guidance dropout
-            drop = torch.rand(batch, device=y.device) < self.config.cond_drop_prob
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        ac = self.schedule.alphas_cumprod
-        alpha = self.schedule.gather(ac.sqrt(), t, x0)  # (B, 1, ..., 1)
-        sigma = self.schedule.gather((1.0 - ac).sqrt(), t, x0)
-        x_t = alpha * x0 + sigma * noise
-        out = call_model(self.model, x_t, t, y)
+        conditioned = y is not None or cond is not None
+        if conditioned and cfg.cond_drop_prob > 0:  # classifier-free guidance dropout
+            keep = torch.rand(batch, device=x0.device) >= cfg.cond_drop_prob
+            if y is not None:
+                y = torch.where(keep.to(y.device), y, torch.full_like(y, self.num_classes))
+            cond = None if cond is None else conditioning.drop(keep, cond)
+            mask = None if mask is None else conditioning.drop(keep, mask)
+        point = self.process.training_point(x0, noise, t)
+        inputs = conditioning.network_input(point.x_in, cond, mask)
+        out = call_model(self.model, inputs, point.time, y)
         if out.shape != x0.shape:
             raise ValueError(f"model output shape {tuple(out.shape)} != input {tuple(x0.shape)}")
-        cfg = self.config
-        target = parameterization.target(cfg.prediction, x0, noise, alpha, sigma)
-        per_sample = losses.per_sample_loss(out.float(), target.float(), cfg.loss, cfg.huber_delta)
-        if cfg.loss_weighting == "min_snr":
-            snr = self.schedule.snr[t.cpu()].to(per_sample.device, per_sample.dtype)
-            per_sample = per_sample * losses.min_snr_weight(snr, cfg.prediction, cfg.min_snr_gamma)
+        per_sample = losses.per_sample_loss(
+            out.float(), point.target.float(), cfg.loss, cfg.huber_delta,
+            mask=None if mask is None else 1 - mask,
+        )  # fmt: skip
+        if point.weight is not None:
+            per_sample = per_sample * point.weight.to(per_sample.device, per_sample.dtype)
         return per_sample.mean()
 
-    # ---- the reverse process ------------------------------------------------------------------
+    # ---- the reverse process -----------------------------------------------------------------
     def model_output(
         self,
         x_t: Tensor,
@@ -140,76 +169,40 @@ class Diffusion(nn.Module):
         y: Tensor | None = None,
         guidance_scale: float = 1.0,
         model: Model | None = None,
+        *,
+        cond: Tensor | None = None,
     ) -> Tensor:
-        """Raw network output with classifier-free guidance (cond and uncond in one batch)."""
+        """Raw network output at network input ``x_t`` and network time ``t``, with classifier-free
+        guidance (cond and uncond in one batch)."""
         model = self.model if model is None else model
-        return guided_output(model, x_t, t, y, guidance_scale, self.num_classes)
+        return guided_output(model, x_t, t, y, guidance_scale, self.num_classes, cond=cond)
+
+    def grid(self, steps: int, spatial: Sequence[int]) -> Grid:
+        """The sampling grid of ``steps`` steps for data of spatial shape ``spatial``."""
+        return self.process.grid(steps, tuple(spatial))
 
     def denoiser(
         self,
+        grid: Grid,
         y: Tensor | None = None,
         guidance_scale: float = 1.0,
         clip_denoised: bool = False,
         model: Model | None = None,
-    ) -> Callable[[Tensor, int], tuple[Tensor, Tensor]]:
-        """``denoise(x_t, t) -> (x0_hat, eps_hat)`` for the samplers."""
+        *,
+        cond: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Denoiser:
+        """``denoise(x_t, t) -> (x0_hat, eps_hat)`` for the samplers, on ``grid``."""
         model = self.model if model is None else model
         return make_denoiser(
-            model, self.schedule.alphas_cumprod, self.config, y, guidance_scale, clip_denoised
-        )
+            model, self.process, grid, self.config, y, guidance_scale, clip_denoised,
+            cond=cond, mask=mask,
+        )  # fmt: skip
 
-    def _prepare(
-        self, shape: Sequence[int], batch_size: int, options: SampleOptions, default_sampler: str
-    ) -> _Plan:
-        """Resolve the defaults (from the config) and validate every sampling option before any
-        work."""
-        unknown = sorted(set(options) - set(SampleOptions.__annotations__))
-        if unknown:
-            names = sorted(SampleOptions.__annotations__)
-            raise TypeError(
-                f"unknown sampling option {unknown[0]!r}{did_you_mean(unknown[0], names)}; "
-                f"valid: {names}"
-            )
-        cfg = self.config
-        model = options.get("model")
-        model = self.model if model is None else model
-        if not callable(model):
-            raise TypeError(f"model must be callable, got {model!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        check_data_shape(model, shape, "shape")
-        sampler = options.get("sampler")
-        sampler = default_sampler if sampler is None else sampler
-        steps = options.get("steps")
-        steps = cfg.sample_steps if steps is None else steps
-        guidance = options.get("guidance_scale")
-        guidance = cfg.guidance_scale if guidance is None else guidance
-        eta = options.get("eta", 0.0)
-        y = options.get("y")
-        fn = get_sampler(sampler)
-        ts = sample_timesteps(self.timesteps, steps, cfg.timestep_spacing)
-        if not eta >= 0.0:
-            raise ValueError(f"eta must be >= 0, got {eta!r}")
-        if eta != 0.0 and sampler != "ddim":
-            raise ValueError(f"eta={eta} is only used by sampler='ddim', got sampler={sampler!r}")
-        if not math.isfinite(guidance):
-            raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
-        if guidance != 1.0 and y is None:
-            if self.num_classes is None and options.get("guidance_scale") is None:
-                guidance = 1.0  # the config's default guidance only applies to conditioned runs
-            elif self.num_classes is None:
-                raise ValueError(
-                    f"guidance_scale={guidance} needs a class-conditioned model "
-                    "(num_classes is None); use guidance_scale=1.0"
-                )
-            else:
-                raise ValueError(f"guidance_scale={guidance} needs class labels y")
-        check_labels(y, batch_size, self.num_classes, allow_null=True)
-        clip = options.get("clip_denoised")
-        return _Plan(
-            fn, model, ts, eta, guidance, y, options.get("generator"),
-            bool(options.get("progress", False)), bool(options.get("return_intermediates", False)),
-            cfg.clip_denoised if clip is None else bool(clip), options.get("callback"),
+    def _plan(self, shape: Sequence[int], batch_size: int, options: dict[str, Any]) -> Plan:
+        return prepare(
+            self.config, self.process, self.model, shape, batch_size, options,
+            self.extra_channels(shape[0] if shape else 0),
         )  # fmt: skip
 
     @staticmethod
@@ -233,17 +226,21 @@ class Diffusion(nn.Module):
         """Generate ``(batch_size, *shape)`` samples, ``shape = (C, *spatial)``.
 
         Options (:class:`SampleOptions`): ``steps``, ``sampler``, ``guidance_scale`` (defaults:
-        the config's ``sample_steps``, ``sampler``, ``guidance_scale``), ``eta`` (DDIM), ``y``
-        class labels, ``generator``, ``progress``, ``clip_denoised``, ``callback``, ``model``
-        (another network, e.g. EMA weights) and ``return_intermediates`` (also return the
-        trajectory ``(steps + 1, B, C, *spatial)`` from pure noise to the result).
+        the config's ``sample_steps``, ``sampler``, ``guidance_scale``), ``eta`` (the samplers
+        with noise: ddim, euler_a, dpm++2m_sde, heun's churn), ``y`` class labels, ``cond`` the
+        tensor condition (batch_size, cond_channels, *spatial), ``generator``, ``progress``,
+        ``clip_denoised``, ``callback``, ``model`` (another network, e.g. EMA weights) and
+        ``return_intermediates`` (also return the trajectory ``(steps + 1, B, C, *spatial)`` of
+        variance-preserving states from pure noise to the result). An imputation model
+        (condition='mask') samples with nothing known; see :meth:`inpaint`.
         """
         shape = tuple(shape)
         options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
-        plan = self._prepare(shape, batch_size, options, self.config.sampler)
+        plan = self._plan(shape, batch_size, options)
         device, dtype = self._device_dtype(plan.model, device)
         x = torch.randn((batch_size, *shape), generator=plan.generator, device=device, dtype=dtype)
-        return self._run(x, plan._replace(y=None if plan.y is None else plan.y.to(device)), None)
+        mask = torch.zeros_like(x) if self.config.condition == "mask" else None
+        return self._run(x, self._on(plan, device), None, mask)
 
     def inpaint(
         self,
@@ -255,32 +252,44 @@ class Diffusion(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Complete ``known`` (B, C, *spatial) where ``mask`` is 0, keeping it where mask is 1.
 
-        After every step the known region is replaced by ``known`` noised to the next step
-        (RePaint's replacement, Lugmayr et al. 2022, https://arxiv.org/abs/2201.09865). Options
-        as for :meth:`sample`; the sampler defaults to ``"ddpm"``.
+        An imputation model (condition='mask') is given (mask, known values) as its condition and
+        keeps them exactly. Any other model gets, after every step, the known region replaced by
+        ``known`` noised to the next level (RePaint's replacement, Lugmayr et al. 2022,
+        https://arxiv.org/abs/2201.09865; its sampler defaults to "ddpm"). Options as for
+        :meth:`sample`.
         """
         if not isinstance(known, Tensor) or not known.is_floating_point() or known.dim() < 3:
-            raise ValueError("known must be a floating tensor (B, C, *spatial)")
-        if not isinstance(mask, Tensor):
-            raise TypeError(f"mask must be a tensor, got {type(mask).__name__}")
-        try:
-            torch.broadcast_shapes(mask.shape, known.shape)
-        except RuntimeError as err:
             raise ValueError(
-                f"mask shape {tuple(mask.shape)} does not broadcast to known {tuple(known.shape)}"
-            ) from err
+                f"known must be a floating tensor (B, C, *spatial), got "
+                f"{conditioning.describe(known)}"
+            )
+        m = conditioning.check_mask(mask, known)
+        imputer = self.config.condition == "mask"
+        if sampler is None and not imputer:
+            sampler = "ddpm"
         options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
-        plan = self._prepare(tuple(known.shape[1:]), known.shape[0], options, "ddpm")
-        replace = replacement(known, mask, self.schedule.alphas_cumprod, plan.generator)
+        plan = self._on(self._plan(tuple(known.shape[1:]), known.shape[0], options), known.device)
         x = torch.randn(
             known.shape, generator=plan.generator, device=known.device, dtype=known.dtype
         )
-        x = replace(x, plan.timesteps[0])
-        y = None if plan.y is None else plan.y.to(known.device)
-        return self._run(x, plan._replace(y=y), replace)
+        if imputer:
+            return self._run(x, plan._replace(cond=known), None, m)
+        replace = replacement(known, m, plan.grid.alphas_cumprod, plan.generator)
+        x = replace(x, plan.grid.timesteps[0])
+        return self._run(x, plan, replace, None)
+
+    @staticmethod
+    def _on(plan: Plan, device: torch.device) -> Plan:
+        y = None if plan.y is None else plan.y.to(device)
+        cond = None if plan.cond is None else plan.cond.to(device)
+        return plan._replace(y=y, cond=cond)
 
     def _run(
-        self, x: Tensor, plan: _Plan, post_step: Callable[[Tensor, int], Tensor] | None
+        self,
+        x: Tensor,
+        plan: Plan,
+        post_step: Callable[[Tensor, int], Tensor] | None,
+        mask: Tensor | None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         trajectory = [x] if plan.return_intermediates else []
 
@@ -290,12 +299,19 @@ class Diffusion(nn.Module):
             if plan.callback is not None:
                 plan.callback(i, t, x_next, x0)
 
+        cond = plan.cond
+        if mask is not None and cond is None:
+            cond = torch.zeros_like(x)  # nothing known
+        denoise = self.denoiser(
+            plan.grid, plan.y, plan.guidance_scale, plan.clip_denoised, plan.model,
+            cond=cond, mask=mask,
+        )  # fmt: skip
         with eval_mode(plan.model):
             out = plan.fn(
-                self.denoiser(plan.y, plan.guidance_scale, plan.clip_denoised, plan.model),
+                denoise,
                 x,
-                plan.timesteps,
-                self.schedule.alphas_cumprod,
+                plan.grid.timesteps,
+                plan.grid.alphas_cumprod,
                 eta=plan.eta,
                 generator=plan.generator,
                 post_step=post_step,
@@ -305,35 +321,3 @@ class Diffusion(nn.Module):
         if plan.return_intermediates:
             return out, torch.stack(trajectory)  # (steps + 1, B, C, *spatial)
         return out
-
-
-class SampleOptions(TypedDict, total=False):
-    """Keyword options of :meth:`Diffusion.sample` and :meth:`Diffusion.inpaint`."""
-
-    steps: int | None
-    sampler: SamplerName | None
-    eta: float
-    guidance_scale: float | None
-    y: Tensor | None
-    generator: torch.Generator | None
-    progress: bool
-    return_intermediates: bool
-    clip_denoised: bool | None
-    model: Model | None
-    callback: Callback | None
-
-
-class _Plan(NamedTuple):
-    """Resolved, validated sampling options."""
-
-    fn: Callable[..., Tensor]
-    model: Model
-    timesteps: list[int]
-    eta: float
-    guidance_scale: float
-    y: Tensor | None
-    generator: torch.Generator | None
-    progress: bool
-    return_intermediates: bool
-    clip_denoised: bool
-    callback: Callback | None
