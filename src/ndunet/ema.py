@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    # torch.compile wraps the module in _orig_mod; DDP/DataParallel in .module.
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network: torch.compile wraps it in ``_orig_mod``, DDP/DataParallel in
+    ``.module``."""
     model = getattr(model, "_orig_mod", model)
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
@@ -36,7 +37,7 @@ class EMA(nn.Module):
             raise TypeError(f"warmup must be a bool, got {warmup!r}")
         self.decay = float(decay)
         self.warmup = warmup
-        self.module = copy.deepcopy(_unwrap(model))
+        self.module = copy.deepcopy(unwrap_model(model))
         self.module.eval().requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -55,7 +56,7 @@ class EMA(nn.Module):
 
     def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         mine = dict(self.module.named_parameters())
-        theirs = dict(_unwrap(model).named_parameters())
+        theirs = dict(unwrap_model(model).named_parameters())
         if mine.keys() != theirs.keys():
             missing = sorted(mine.keys() ^ theirs.keys())[:5]
             raise ValueError(f"model does not match the EMA copy; differing parameters: {missing}")
@@ -71,7 +72,7 @@ class EMA(nn.Module):
             torch._foreach_lerp_(
                 [e for e, _ in floats], [p.detach().to(e.dtype) for e, p in floats], weight
             )
-        for (_, e), (_, b) in zip(self.module.named_buffers(), _unwrap(model).named_buffers()):
+        for (_, e), (_, b) in zip(self.module.named_buffers(), unwrap_model(model).named_buffers()):
             e.copy_(b)
         self.num_updates += 1
 
@@ -81,7 +82,7 @@ class EMA(nn.Module):
         ema_params, params = self._pairs(model)
         for e, p in zip(ema_params, params):
             p.copy_(e)
-        for (_, e), (_, b) in zip(self.module.named_buffers(), _unwrap(model).named_buffers()):
+        for (_, e), (_, b) in zip(self.module.named_buffers(), unwrap_model(model).named_buffers()):
             b.copy_(e)
 
     def forward(self, *args, **kwargs):

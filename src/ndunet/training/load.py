@@ -87,9 +87,10 @@ def load_run(path: str | Path, which: Literal["last", "best"] = "last") -> Loade
         if entry.get("config") is None:
             raise CheckpointError(f"checkpoint {str(ck.path)!r}: diffusion entry has no config")
         diffusion = Diffusion(model, config=DiffusionConfig.from_dict(entry["config"]))
-        if ck.extra_state:
+        extra = {k: v for k, v in (ck.extra_state or {}).items() if not k.startswith("power_ema.")}
+        if extra:  # (the power EMA profiles of a run are for ndunet.posthoc_ema)
             diffusion.load_state_dict(
-                {**ck.extra_state, **{f"model.{k}": v for k, v in ck.model_state.items()}}
+                {**extra, **{f"model.{k}": v for k, v in ck.model_state.items()}}
             )
         diffusion.eval()
     return LoadedRun(model, diffusion, ema_model, ck.config, ck.path)

@@ -87,6 +87,10 @@ class TrainerConfig(Config):
     # EMA and samples during training (DiffusionTrainer; how to sample is the diffusion's config)
     ema_decay: float = 0.0  # 0: no EMA
     ema_warmup: bool = True
+    # power-function EMA profiles (EDM2 sigma_rel, e.g. [0.05, 0.1]) kept for post-hoc EMA
+    # (ndunet.posthoc_ema), snapshots in ema/ every N steps (0: at each epoch end)
+    ema_profiles: tuple[float, ...] = ()
+    ema_snapshot_every: int = 0
     sample_every: int = 0  # sample a grid every N epochs (0: off)
     sample_n: int = 16
     # supervised
@@ -107,6 +111,9 @@ class TrainerConfig(Config):
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "momentum"):
             check_float(name, getattr(self, name), 0.0)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        for sigma_rel in self.ema_profiles:
+            check_float("ema_profiles", sigma_rel, 0.0, 0.28, low_open=True, high_open=True)
+        check_int("ema_snapshot_every", self.ema_snapshot_every, 0)
         roi = self.val_roi_size
         if roi is not None and (not roi or min(roi) < 1):
             raise ValueError(
