@@ -56,6 +56,15 @@ def build_datasets(cfg: RunConfig) -> dict[str, Any]:
             "model.spatial_dims",
             cfg.where("model", "spatial_dims"),
         )
+    varying = [s for s, d in out.items() if getattr(d, "spatial_shape", ()) is None]
+    if varying and cfg.patches is None and cfg.trainer.batch_size > 1:
+        raise ConfigError(
+            f"is {cfg.trainer.batch_size}, but the {'/'.join(varying)} volumes of dataset "
+            f"{cfg.data.name!r} differ in shape, so they cannot be batched; set "
+            "trainer.batch_size = 1, or train on patches ([patches] patch_size = [...])",
+            "trainer.batch_size",
+            cfg.where("trainer", "batch_size"),
+        )
     if cfg.task.type == "diffusion":
         check_diffusion_range(cfg, train)
     return out
@@ -70,14 +79,14 @@ def check_diffusion_range(cfg: RunConfig, data: Any, samples: int = 4) -> None:
     norm = getattr(data, "normalization", None)
     x = getattr(data, "x", None)
     if isinstance(x, torch.Tensor):
-        low, high, seen = float(x.min()), float(x.max()), "its samples"
+        low, high, seen = float(x.min()), float(x.max()), "the training samples"
     elif norm is not None and norm.kind in ("minmax", "ct"):  # mapped (and clipped) into [-1, 1]
         return
     else:
         firsts = [torch.as_tensor(data[i][0]) for i in range(min(samples, len(data)))]
         low = min(float(t.min()) for t in firsts)
         high = max(float(t.max()) for t in firsts)
-        seen = f"its first {len(firsts)} sample(s)"
+        seen = f"the first {len(firsts)} training sample(s)"
     if low >= -1 - 1e-5 and high <= 1 + 1e-5:
         return
     allowed = _literals(typing.get_type_hints(DATASETS[cfg.data.name]).get("normalize"))
