@@ -173,9 +173,10 @@ def model_config(cfg: RunConfig, data: Any) -> Any:
 
     values = dict(cfg.model)
     values.setdefault("spatial_dims", data.spatial_dims)
-    values.setdefault("in_channels", data.in_channels)
     if cfg.task.type == "diffusion":
-        values.setdefault("out_channels", data.in_channels)
+        in_channels, out_channels = diffusion_channels(cfg, data)
+        values.setdefault("in_channels", in_channels)
+        values.setdefault("out_channels", out_channels)
         values.setdefault("time_embedding", True)
         if cfg.task.conditional:
             if data.task != "classification" or not data.num_classes:
@@ -186,6 +187,7 @@ def model_config(cfg: RunConfig, data: Any) -> Any:
                 )
             values.setdefault("num_classes", data.num_classes)
     else:
+        values.setdefault("in_channels", data.in_channels)
         if data.out_channels is None:
             raise ConfigError(
                 f"dataset {cfg.data.name!r} has no targets to learn", "data", cfg.source
@@ -195,6 +197,26 @@ def model_config(cfg: RunConfig, data: Any) -> Any:
         return UNetConfig.from_dict(values)
     except ConfigError as e:
         raise cfg.located(e, "model") from None
+
+
+def diffusion_channels(cfg: RunConfig, data: Any) -> tuple[int, int]:
+    """(network input, output) channels of a diffusion run: the data's, plus the condition's.
+    ``[diffusion] condition = "image"`` generates the data's targets given its inputs (pairs
+    as for supervised restoration); "mask" adds a mask and known values per data channel."""
+    condition = cfg.diffusion.get("condition", "none")
+    if condition == "image":
+        if data.task not in ("denoising", "regression") or not data.out_channels:
+            raise ConfigError(
+                f"needs (input, target) image pairs, but dataset {cfg.data.name!r} is a "
+                f"{data.task} dataset",
+                "diffusion.condition",
+                cfg.where("diffusion", "condition"),
+            )
+        cond = cfg.diffusion.get("cond_channels", data.in_channels)
+        return data.out_channels + cond, data.out_channels
+    if condition == "mask":
+        return 3 * data.in_channels, data.in_channels
+    return data.in_channels, data.in_channels
 
 
 def build_model(cfg: RunConfig, data: Any) -> nn.Module:
@@ -250,6 +272,8 @@ def build_trainer(
     if diffusion:
         try:
             values = {"num_classes": getattr(model, "num_classes", None), **cfg.diffusion}
+            if values.get("condition") == "image":
+                values.setdefault("cond_channels", train.in_channels)
             module = Diffusion(model, config=DiffusionConfig.from_dict(values))
         except ConfigError as e:
             raise cfg.located(e, "diffusion") from None

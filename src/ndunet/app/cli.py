@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -149,17 +150,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     labels = _parse_labels(args.labels, args.n, num_classes)
     guidance = args.guidance  # None: the run's diffusion config decides
     model = pipe.model if args.no_ema else pipe.sampling_model
-    x = pipe.diffusion.sample(
-        args.n,
-        shape,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=guidance,
-        y=labels,
-        generator=torch.Generator().manual_seed(args.seed),
-        progress=True,
-        model=model,
-    )
+    options: dict[str, Any] = {
+        "steps": args.steps, "sampler": args.sampler, "guidance_scale": guidance, "y": labels,
+        "generator": torch.Generator().manual_seed(args.seed), "progress": True, "model": model,
+    }  # fmt: skip
+    condition = pipe.diffusion.config.condition
+    try:
+        if condition == "mask" and args.condition:
+            known, mask = _read_condition(args.condition, args.n, ("known", "mask"), len(shape))
+            x = pipe.diffusion.inpaint(known, mask, **options)
+        else:
+            if args.condition:
+                options["cond"] = _read_condition(args.condition, args.n, None, len(shape))[0]
+            elif condition == "image":
+                raise UsageError("this run is conditioned on images: pass --condition FILE.npy")
+            x = pipe.diffusion.sample(args.n, shape, **options)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--condition {args.condition}: {e}") from None
     x = x.float().clamp(-1, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":  # a picture of the model's [-1, 1]
@@ -174,6 +181,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
     where = out.resolve() if len(targets) == 1 else f"{targets[0].resolve()} ... {targets[-1].name}"
     print(f"{args.n} samples {tuple(shape)} from {pipe.path} -> {where}")
     return 0
+
+
+def _read_condition(path: str, n: int, keys: tuple[str, ...] | None, ndim: int) -> list[Any]:
+    """Tensors of a .npy (an image condition) or a .npz (``keys``: known values and mask), each
+    (N, C, *spatial) or one (C, *spatial) (``ndim`` axes), cycled to ``n`` samples, in the
+    model's units."""
+    import numpy as np
+    import torch
+
+    if not Path(path).is_file():
+        raise UsageError(f"--condition {path!r} does not exist")
+    data = np.load(path, allow_pickle=False)
+    if keys is None and isinstance(data, np.lib.npyio.NpzFile):
+        raise UsageError(f"--condition {path!r}: an image condition is one .npy array")
+    if keys is not None and not isinstance(data, np.lib.npyio.NpzFile):
+        raise UsageError(f"--condition {path!r}: an imputation run needs a .npz with {keys}")
+    arrays = [data] if keys is None else [data[k] for k in keys if k in data.files]
+    if keys is not None and len(arrays) != len(keys):
+        raise UsageError(f"--condition {path!r} must hold the arrays {list(keys)}")
+    out = []
+    for a in arrays:
+        t = torch.as_tensor(np.asarray(a, dtype=np.float32))
+        t = t[None] if t.dim() == ndim else t  # (N, C, *spatial)
+        out.append(t.repeat(math.ceil(n / len(t)), *([1] * (t.dim() - 1)))[:n])
+    return out
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -293,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--sampler",
         default=None,
-        choices=["ddim", "ddpm", "dpm++2m"],
+        choices=["ddim", "ddpm", "dpm++2m", "euler", "euler_a", "heun", "dpm++2m_sde", "unipc"],
         help="default: the run's diffusion.sampler",
     )
     s.add_argument(
@@ -303,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the run's diffusion.guidance_scale)",
     )
     s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
+    s.add_argument(
+        "--condition",
+        metavar="FILE",
+        help="image-conditioned runs: a .npy of inputs (N, C, *spatial), cycled to --n; "
+        "imputation runs: a .npz with 'known' and 'mask' (values in the model's units)",
+    )
     s.add_argument(
         "--out",
         help="FILE.png (grid; default ./samples.png), or the arrays in the training data's units: "
