@@ -18,7 +18,7 @@ from ndunet.data.patches import PatchDataset
 from ndunet.data.transformed import TransformedDataset
 from ndunet.inference import sliding_window_inference
 from ndunet.models import UNet, UNetConfig
-from ndunet.training import SupervisedTrainer, load_checkpoint
+from ndunet.training import SupervisedTrainer, TrainerConfig, load_checkpoint
 from ndunet.training.losses import dice_ce
 from ndunet.transforms import RandFlip
 
@@ -168,6 +168,22 @@ def test_bad_patch_and_augment_sections_name_the_key(section, key, message):
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert key in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"val_roi_size": (8, 0)}, "val_roi_size"),
+        ({"val_roi_size": 8}, "val_roi_size"),
+        ({"val_overlap": 1.0}, "val_overlap"),
+        ({"val_sw_batch_size": 0}, "val_sw_batch_size"),
+        ({"val_mode": "gauss"}, "val_mode"),
+    ],
+)
+def test_whole_volume_settings_are_checked(values, key):
+    with pytest.raises(ConfigError) as info:
+        TrainerConfig(**values)
+    assert info.value.key == key and f"{key}=" in str(info.value)
 
 
 def test_sections_that_do_not_fit_the_data_are_refused_before_training(tmp_path, capsys):

@@ -4,6 +4,8 @@ directly (with and without flip TTA); nothing is overwritten; bad settings exit 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from ndunet.app.cli import main
-from ndunet.data import blobs
+from ndunet.data import Normalization, blobs
 from ndunet.inference import flip_tta, sliding_window_inference
 from ndunet.training import load_run
 
@@ -61,9 +63,10 @@ def case(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "run", folder / "case.nii.gz"
 
 
-def _direct(run: Path, nifti: Path, axes: tuple[int, ...] = ()) -> np.ndarray:
+def _direct(run: Path, nifti: Path, axes: tuple[int, ...] = (), norm=None) -> np.ndarray:
     model = load_run(run, which="best").model
     x = torch.from_numpy(np.asarray(nib.load(nifti).dataobj, dtype=np.float32))[None, None]
+    x = x if norm is None else (x - norm[0]) / norm[1]
     predictor = flip_tta(model, axes) if axes else model
     with torch.no_grad():
         out = sliding_window_inference(x, (8, 8, 4), 4, predictor, 0.5, "gaussian")
@@ -84,6 +87,34 @@ def test_predict_writes_labels_with_the_inputs_affine(case, tmp_path, axes, caps
     assert "1 prediction(s)" in capsys.readouterr().out
 
 
+def test_predict_applies_the_recorded_normalisation(case, tmp_path, capsys):
+    run, nifti = case
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    record = Normalization("zscore", shift=(1.5,), scale=(0.5,), fitted_on=3).to_dict()
+    (copy / "normalization.json").write_text(json.dumps(record))
+    assert main(["predict", str(copy), str(nifti), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    labels = np.asarray(nib.load(tmp_path / "a" / "case.nii.gz").dataobj)
+    assert np.array_equal(labels, _direct(copy, nifti, norm=(1.5, 0.5)))
+    assert not np.array_equal(labels, _direct(copy, nifti))
+    # a run that normalised without recording how is refused
+    (copy / "normalization.json").unlink()
+    saved = json.loads((copy / "run_config.json").read_text())
+    saved["data"]["normalize"] = "zscore"
+    (copy / "run_config.json").write_text(json.dumps(saved))
+    assert main(["predict", str(copy), str(nifti), "--out", str(tmp_path / "b")]) == 2
+    assert "records no normalisation" in capsys.readouterr().err
+
+
+def test_help_names_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for flag in ("--out", "--which", "--roi-size", "--overlap", "--tta-axes", "--device"):
+        assert flag in out
+
+
 def test_predict_never_overwrites_and_checks_before_work(case, tmp_path, capsys):
     run, nifti = case
     out = tmp_path / "out"
@@ -102,3 +133,25 @@ def test_predict_never_overwrites_and_checks_before_work(case, tmp_path, capsys)
         assert main(["predict", str(run), str(nifti), "--out", str(other), *bad]) == 2
         assert words in capsys.readouterr().err
         assert not other.exists()  # refused before anything was written
+
+
+def test_regression_run_writes_values_of_a_channel_first_npy(tmp_path, capsys):
+    denoise = RUN.replace('n = 4\n', 'n = 4\ntask = "denoising"\n').replace(
+        "max_steps = 2", "max_steps = 1"
+    )
+    (tmp_path / "run.toml").write_text(denoise)
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "run.toml"), "--out", str(run), "--quiet"]) == 0
+    x = torch.randn(1, 10, 9, 5)  # (C, *spatial): one axis more than the model's spatial_dims
+    np.save(tmp_path / "vol.npy", x.numpy())
+    out = tmp_path / "out"
+    assert main(["predict", str(run), str(tmp_path / "vol.npy"), "--out", str(out)]) == 2
+    assert "channel_axis" in capsys.readouterr().err  # the layout must be stated, not guessed
+    args = ["predict", str(run), str(tmp_path), "--out", str(out), "--channel-axis", "0"]
+    assert main([*args, "--quiet", "--roi-size", "8"]) == 0  # a folder; one window for all axes
+    got = np.load(out / "vol.npy")
+    model = load_run(run, which="best").model
+    with torch.no_grad():
+        want = sliding_window_inference(x[None], (8, 8, 8), 4, model, 0.5, "gaussian")[0, 0]
+    assert got.dtype == np.float32 and got.shape == (10, 9, 5)  # one channel: dropped
+    assert np.allclose(got, want.numpy(), atol=1e-6)

@@ -40,10 +40,12 @@ class PredictError(ValueError):
 
 @dataclass
 class Job:
-    """One input file and the file its prediction goes to."""
+    """One input file, how it reads as (C, *spatial), and the file its prediction goes to."""
 
     source: Path
     target: Path
+    header: Any = None  # ndunet.io.Header
+    layout: Any = None  # ndunet.io.Layout
 
 
 def predict_volume(
@@ -107,13 +109,13 @@ def predict_files(
         )
     unet = entry["config"]
     spatial_dims, in_channels = unet["spatial_dims"], unet["in_channels"]
-    record = run_record(Path(run), pipe.path)
+    record = run_record(pipe.path)
     data = record.get("data", {})
     channel_axis = data.get("channel_axis") if channel_axis is None else channel_axis
     key = data.get("image_key") if key is None else key
     roi = _roi(roi_size, record, pipe.config, spatial_dims)
     labels = _labels_or_values(output, pipe.config.get("trainer", {}).get("loss"))
-    norm = recorded_normalization(record, pipe.config, Path(run), in_channels)
+    norm = recorded_normalization(record, pipe.path, in_channels)
     _check_settings(overlap, sw_batch_size, tta_axes, spatial_dims)
     try:
         dev = resolve_device(device)
@@ -125,16 +127,20 @@ def predict_files(
     out = Path(out)
     jobs = []
     for f in files:
-        fmt, own = format_of(f, "INPUT")
+        try:
+            fmt, own = format_of(f, "INPUT")
+        except ValueError as e:
+            raise PredictError(str(e)) from None
         ext = suffix or (own if fmt.writable else ".npy")
         jobs.append(Job(f, out / (stem_of(f) + ext)))
     _check_targets(jobs, labels, spatial_dims)
+    for job in jobs:  # every layout resolved (from the headers) before any work
+        _plan_layout(job, spatial_dims, channel_axis, key, in_channels)
     out.mkdir(parents=True, exist_ok=True)
 
     written = []
-    bar = _bar(jobs, progress)
-    for job in bar:
-        x, layout, header = _read(job.source, spatial_dims, channel_axis, key, in_channels)
+    for job in _bar(jobs, progress):
+        x = _read(job, key)
         if norm is not None:
             x = norm.apply(x)
         y = predict_volume(
@@ -142,34 +148,31 @@ def predict_files(
             tta_axes=tta_axes, device=dev,
         )[0]  # fmt: skip
         array = _as_labels(y, job.target) if labels else y.float().numpy()
-        written.append(_write(job.target, array, layout, header, labels))
+        written.append(_write(job.target, array, job.layout, job.header, labels))
     return written
 
 
-def run_record(run: Path, checkpoint: Path) -> dict[str, Any]:
+def run_record(checkpoint: Path) -> dict[str, Any]:
     """The run_config.json ``ndunet train`` wrote (its sections as given), or {} for none."""
-    for folder in (run, checkpoint.parent.parent):
-        path = folder / "run_config.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return {}
+    from ndunet.app.run_data import run_folder_of
+
+    path = run_folder_of(checkpoint) / "run_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def recorded_normalization(
-    record: Mapping[str, Any], config: Mapping[str, Any], run: Path, channels: int
-) -> Any:
-    """The run's input normalisation (``ndunet.data.normalize.Normalization``) or None when the
-    run used raw values; a run that normalised without recording how is refused."""
-    from ndunet.data import DATASETS
-    from ndunet.data.normalize import Normalization, fit_normalization
+def recorded_normalization(record: Mapping[str, Any], checkpoint: Path, channels: int) -> Any:
+    """The run's input normalisation (``ndunet.data.Normalization``) or None when the run used
+    raw values; a run that normalised without recording how is refused."""
+    from ndunet.app.run_data import read_records
+    from ndunet.data import DATASETS, Normalization
+    from ndunet.data.normalize import fit_normalization
 
+    norm, _ = read_records(checkpoint)  # normalization.json of the run folder
     data = dict(record.get("data", {}))
-    found = [data.get("normalize"), data.get("normalization"), config.get("normalization")]
-    if (run / "normalization.json").is_file():
-        found.append(json.loads((run / "normalization.json").read_text(encoding="utf-8")))
-    for item in found:
-        if isinstance(item, Mapping):
-            return Normalization.from_dict(item)
+    if norm is None and isinstance(data.get("normalize"), Mapping):  # a record in the run file
+        norm = Normalization.from_dict(data["normalize"])
+    if norm is not None:
+        return norm
     factory = DATASETS.get(data.get("name", ""))
     param = inspect.signature(factory).parameters.get("normalize") if factory else None
     kind = data.get("normalize", param.default if param is not None else "none")
@@ -182,7 +185,7 @@ def recorded_normalization(
         )
     raise PredictError(
         f"the run normalised its inputs (data.normalize={kind!r}) but its folder records no "
-        "normalisation statistics, so predict cannot reproduce them"
+        "normalisation (normalization.json), so predict cannot reproduce it"
     )
 
 
@@ -272,25 +275,32 @@ def _bar(jobs: list[Job], progress: bool) -> Any:
     return tqdm(jobs, desc="predict", unit="volume")
 
 
-def _read(
-    path: Path, spatial_dims: int, channel_axis: int | None, key: str | None, in_channels: int
-) -> tuple[Tensor, Any, Any]:
-    """(x float32 (C, *spatial), its layout, the file's header)."""
-    from ndunet.io import read, resolve_layout
+def _plan_layout(
+    job: Job, spatial_dims: int, channel_axis: int | None, key: str | None, in_channels: int
+) -> None:
+    """The file's header and its (C, *spatial) layout for the model, or a PredictError."""
+    from ndunet.io import read_header, resolve_layout
 
-    with read(path, key) as volume:
-        header = volume.header
-        try:
-            layout = resolve_layout(header, spatial_dims, channel_axis, str(path))
-        except ValueError as e:
-            raise PredictError(f"{e} (predict: --channel-axis)") from None
-        if layout.in_channels != in_channels:
-            raise PredictError(
-                f"{str(path)!r} has {layout.in_channels} channel(s) (shape {header.shape}); the "
-                f"model takes {in_channels}; state the layout with --channel-axis"
-            )
-        x = np.array(layout.apply(volume.array), dtype=np.float32)  # (C, *spatial), a copy
-    return torch.from_numpy(x), layout, header
+    try:
+        job.header = read_header(job.source, key)
+        job.layout = resolve_layout(job.header, spatial_dims, channel_axis, str(job.source))
+    except (ValueError, TypeError, ImportError) as e:
+        raise PredictError(f"{e} (predict: --channel-axis, --key)") from None
+    if job.layout.in_channels != in_channels:
+        raise PredictError(
+            f"{str(job.source)!r} has {job.layout.in_channels} channel(s) (shape "
+            f"{job.header.shape}); the model takes {in_channels}; state the layout with "
+            "--channel-axis"
+        )
+
+
+def _read(job: Job, key: str | None) -> Tensor:
+    """The input as float32 (C, *spatial)."""
+    from ndunet.io import read
+
+    with read(job.source, key) as volume:
+        x = np.array(job.layout.apply(volume.array), dtype=np.float32)  # a copy
+    return torch.from_numpy(x)
 
 
 def _as_labels(y: Tensor, target: Path) -> np.ndarray:
@@ -304,8 +314,8 @@ def _as_labels(y: Tensor, target: Path) -> np.ndarray:
 
 def _write(target: Path, array: np.ndarray, layout: Any, header: Any, labels: bool) -> Path:
     """``array`` (labels (*spatial) or values (C, *spatial)) in the input's axis order, with the
-    metadata the target's format stores: channels go where the input had them (NIfTI: axis 4,
-    its component axis), else first; a single channel is dropped."""
+    metadata the target's format stores: channels go where the input had them (NIfTI: after
+    the spatial axes, as 4-D NIfTI holds modalities), else first; a single channel is dropped."""
     from ndunet.io import format_of, write
 
     fmt, _ = format_of(target)
@@ -320,12 +330,8 @@ def _write(target: Path, array: np.ndarray, layout: Any, header: Any, labels: bo
     if array.ndim > n:  # values with channels
         kept = [i for i in range(len(header.shape)) if i not in layout.drop_axes]
         at = kept.index(layout.channel_axes[0]) if len(layout.channel_axes) == 1 else 0
-        if fmt.name == "nifti":
-            at = 4
-            if n > 4:
-                raise PredictError("NIfTI holds channels beside at most 4 axes: use --suffix .npy")
-            array = array.reshape(array.shape + (1,) * (4 - n))  # (C, *spatial, 1, ...)
-        array = np.moveaxis(array, 0, min(at, array.ndim - 1))
+        at = n if fmt.name == "nifti" else at
+        array = np.moveaxis(array, 0, at)
         axes = None if spatial is None else spatial[:at] + "C" + spatial[at:]
         spacing = None
     meta: dict[str, Any] = {}
