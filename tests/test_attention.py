@@ -1,5 +1,6 @@
-"""Attention layers against independent oracles: torch's MultiheadAttention, closed-form
-position codes, scipy correlation for CBAM's spatial gate, einsum for attention gates."""
+"""Attention layers against independent oracles: torch's MultiheadAttention (self- and
+cross-attention), closed-form position codes, scipy correlation for CBAM's spatial gate, einsum
+for attention gates; CBAM's halves composed equal CBAM."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from ndunet.layers.attention import CBAM, AttentionGate, SelfAttention, sinusoidal_positions
+from ndunet.layers.attention import (
+    CBAM,
+    AttentionGate,
+    ChannelAttention,
+    CrossAttention,
+    SelfAttention,
+    SpatialAttention,
+    sinusoidal_positions,
+)
 from ndunet.layers.embedding import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,3 +143,51 @@ def test_time_and_class_embeddings() -> None:
     assert ce(torch.tensor([0, 4])).shape == (2, 16)
     with pytest.raises(ValueError, match="num_classes"):
         ClassEmbedding(0, 8)
+
+
+@pytest.mark.parametrize(("query_channels", "num_heads"), [(16, 1), (16, 4), (6, 2)])
+def test_cross_attention_matches_torch_multihead(
+    spatial_dims: int, query_channels: int, num_heads: int
+) -> None:
+    """Keys/values from the skip x, queries from the decoder features, on the flattened
+    tokens: MultiheadAttention(embed_dim=C) gets the queries already mapped by our q layer
+    (its own query projection set to the identity) when their width differs from C."""
+    c = 16
+    layer = CrossAttention(spatial_dims, c, query_channels, num_heads=num_heads, norm="none")
+    mha = nn.MultiheadAttention(c, num_heads, batch_first=True).eval()
+    same = query_channels == c
+    with torch.no_grad():
+        q_weight = layer.q.weight if same else torch.eye(c)
+        q_bias = layer.q.bias if same else torch.zeros(c)
+        mha.in_proj_weight.copy_(torch.cat([q_weight, layer.kv.weight]))
+        mha.in_proj_bias.copy_(torch.cat([q_bias, layer.kv.bias]))
+        mha.out_proj.weight.copy_(layer.proj.weight)
+        mha.out_proj.bias.copy_(layer.proj.bias)
+    x = torch.randn(2, c, *SIZES[spatial_dims])
+    h = torch.randn(2, query_channels, *SIZES[spatial_dims])
+    kv = x.flatten(2).transpose(1, 2)  # (B, L, C), row-major positions
+    q = h.flatten(2).transpose(1, 2)  # (B, L, Cq)
+    if not same:
+        q = q @ layer.q.weight.T + layer.q.bias  # (B, L, C)
+    expected = kv + mha(q, kv, kv, need_weights=False)[0]
+    out = layer(x, h)
+    torch.testing.assert_close(out.flatten(2).transpose(1, 2), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="spatial shape"):
+        layer(x, h[..., :1])
+
+
+def test_cbam_is_channel_then_spatial_attention(spatial_dims: int) -> None:
+    c = 8
+    cbam = CBAM(spatial_dims, c, reduction=2, kernel_size=3)
+    channel = ChannelAttention(spatial_dims, c, reduction=2)
+    spatial = SpatialAttention(spatial_dims, kernel_size=3)
+    channel.mlp.load_state_dict(cbam.mlp.state_dict())
+    spatial.conv.load_state_dict(cbam.spatial.state_dict())
+    x = torch.randn(2, c, *SIZES[spatial_dims])
+    torch.testing.assert_close(spatial(channel(x)), cbam(x))
+    # the channel gate alone, from its formula: sigmoid(mlp(mean) + mlp(max)) per channel
+    flat = x.flatten(2)
+    gate = torch.sigmoid(channel.mlp(flat.mean(2)) + channel.mlp(flat.amax(2)))
+    torch.testing.assert_close(channel(x), x * gate.reshape(2, c, *(1,) * spatial_dims))
+    assert ChannelAttention(2, 64).mlp[0].out_features == 8  # default reduction 8 (seed project)
+    assert CBAM(2, 64).mlp[0].out_features == 4  # CBAM keeps the paper's 16

@@ -147,3 +147,58 @@ def test_activation_specs() -> None:
     assert activation_name(functools.partial(nn.ReLU)) == "relu"
     assert activation_name(nn.LeakyReLU(0.2)) is None
     assert activation_name(functools.partial(nn.LeakyReLU, 0.2)) is None
+
+
+def _norm(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return F.group_norm(h, m.num_groups, m.weight, m.bias)
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+def test_resblock_with_1_3_1_kernels_and_additive_embedding(spatial_dims: int) -> None:
+    block = ResBlock(spatial_dims, 4, 6, embed_dim=5, norm="group", kernel_sizes=(1, 3, 1),
+                     embed_mode="add")  # fmt: skip
+    x, emb = torch.randn(2, 4, *SIZES[spatial_dims]), torch.randn(2, 5)
+    bias = (emb @ block.emb_proj.weight.T + block.emb_proj.bias).reshape(2, 6, *(1,) * spatial_dims)
+    h = _conv(block.conv1, F.silu(_norm(block.norm1, x)))
+    h = _conv(block.conv2, F.silu(_norm(block.norm2, h) + bias))  # added after the second norm
+    h = _conv(block.conv3, F.silu(_norm(block.norm3, h)))
+    assert [block.conv1.weight.shape[-1], block.conv2.weight.shape[-1]] == [1, 3]
+    torch.testing.assert_close(block(x, emb), _conv(block.skip, x) + h, rtol=1e-5, atol=1e-5)
+
+
+def test_convblock_with_two_kernels_and_attention_on_the_residual_branch() -> None:
+    attn = make_attention(["channel", "spatial"], 2, 6)
+    block = ConvBlock(2, 3, 6, kernel_sizes=(3, (1, 5)), norm="none", act="relu", attn=attn)
+    x = torch.randn(2, 3, 5, 7)
+    h = F.relu(_conv(block.conv, x))
+    h = F.relu(F.conv2d(h, block.conv2.weight, block.conv2.bias, padding=(0, 2)))
+    torch.testing.assert_close(block(x), attn(h))
+    res = ResBlock(2, 6, 6, attn=attn)
+    no_attn = ResBlock(2, 6, 6)
+    no_attn.load_state_dict({k: v for k, v in res.state_dict().items() if "attn" not in k})
+    y = torch.randn(2, 6, 5, 7)
+    # x + attn(branch), against the same block without attention: x + branch
+    branch = no_attn(y) - y
+    torch.testing.assert_close(res(y), y + attn(branch), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg", "conv"])
+def test_per_axis_factors_resample_only_the_chosen_axes(mode: str) -> None:
+    x = torch.randn(2, 3, 3, 8, 6)
+    down = Downsample(3, 3, mode, factor=(1, 2, 3))  # type: ignore[arg-type]
+    out = down(x)
+    assert out.shape == (2, 3, 3, 4, 2)
+    if mode == "max":  # boxes of 1 x 2 x 3
+        torch.testing.assert_close(out, x.reshape(2, 3, 3, 4, 2, 2, 3).amax((4, 6)))
+    for up_mode in ("nearest", "transpose"):
+        up = Upsample(3, 3, up_mode, factor=(1, 2, 3))  # type: ignore[arg-type]
+        assert up(out).shape == (2, 3, 3, 8, 6)
+    up = Upsample(3, 3, "nearest", factor=(1, 2, 3))
+    with torch.no_grad():  # identity conv: nearest resizing repeats each axis by its factor
+        up.op[1].weight.zero_()
+        up.op[1].bias.zero_()
+        for c in range(3):
+            up.op[1].weight[c, c, 0, 1, 1] = 1
+    expected = out.repeat_interleave(2, 3).repeat_interleave(3, 4)
+    torch.testing.assert_close(up(out), expected)
+    assert up.op[1].kernel_size == (1, 3, 3)

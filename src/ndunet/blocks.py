@@ -2,19 +2,24 @@
 
 Every block maps ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``; blocks that can be
 conditioned take ``emb`` (B, embed_dim) and apply it as a per-channel scale and shift (FiLM,
-https://arxiv.org/abs/1709.07871, as in ADM https://arxiv.org/abs/2105.05233).
+https://arxiv.org/abs/1709.07871, as in ADM https://arxiv.org/abs/2105.05233) or, with
+``embed_mode="add"``, as a per-channel bias (DDPM's way, https://arxiv.org/abs/2006.11239).
+Kernel sizes and resampling factors are an int or one int per axis (anisotropic data).
+Attention modules and their composition live in :mod:`ndunet.attention_units`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from torch import Tensor, nn
 
-from ndunet._checks import lookup
+from ndunet._checks import IntOrTuple, as_tuple, check_choice, lookup
+from ndunet.attention_units import SkipAttention, attention_kinds, make_attention
 from ndunet.functional import interpolate_nd
 from ndunet.layers.activation import ActivationSpec, activation
-from ndunet.layers.attention import CBAM, AttentionGate, PositionEmbedding, SelfAttention
+from ndunet.layers.attention import AttentionGate
 from ndunet.layers.conv import conv, conv_transpose
 from ndunet.layers.norm import norm as make_norm
 from ndunet.layers.pool import avg_pool, max_pool
@@ -24,32 +29,58 @@ __all__ = [
     "ConvBlock",
     "Downsample",
     "ResBlock",
+    "Resize",
+    "SkipAttention",
     "Unit",
     "Upsample",
+    "attention_kinds",
     "make_attention",
 ]
 
 BlockType = Literal["residual", "plain"]
 DownsampleMode = Literal["conv", "max", "avg"]
 UpsampleMode = Literal["transpose", "nearest", "linear"]
-AttentionKind = Literal["self", "cbam"]
+EmbedMode = Literal["scale_shift", "add"]
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
-def _film(h: Tensor, proj: nn.Module | None, emb: Tensor | None) -> Tensor:
-    """``h * (1 + scale) + shift`` with (scale, shift) = proj(emb) split in two, per channel."""
+def same_padding(kernel_size: IntOrTuple, spatial_dims: int) -> tuple[int, ...]:
+    """Per-axis padding that keeps the size for an odd kernel (an int or one per axis)."""
+    return tuple(k // 2 for k in as_tuple(kernel_size, spatial_dims, "kernel_size", minimum=1))
+
+
+def _conditioning(
+    h: Tensor, proj: nn.Module | None, emb: Tensor | None, mode: str = "scale_shift"
+) -> Tensor:
+    """``h * (1 + scale) + shift`` with (scale, shift) = proj(emb) split in two, per channel; or
+    ``h + proj(emb)`` for mode "add"."""
     if proj is None or emb is None:
         return h
-    scale, shift = proj(emb).chunk(2, dim=1)  # (B, C) each
-    shape = scale.shape + (1,) * (h.dim() - 2)  # (B, C, 1, ..., 1)
+    e = proj(emb)  # (B, C) or (B, 2C)
+    shape = (e.shape[0], -1) + (1,) * (h.dim() - 2)  # (B, C, 1, ..., 1)
+    if mode == "add":
+        return h + e.reshape(shape)
+    scale, shift = e.chunk(2, dim=1)  # (B, C) each
     return h * (1 + scale.reshape(shape)) + shift.reshape(shape)
 
 
-class ResBlock(nn.Module):
-    """Pre-activation residual block: norm-act-conv, FiLM(emb), norm-act-dropout-conv, + skip.
+def _kernels(kernel_size: IntOrTuple, kernel_sizes: Sequence[IntOrTuple] | None, n: int) -> list:
+    ks = [kernel_size] * n if kernel_sizes is None else list(kernel_sizes)
+    if not ks:
+        raise ValueError(f"kernel_sizes={kernel_sizes!r} is not valid; expected >= 1 kernel")
+    return ks
 
-    The skip is a 1x1 conv when the channel count changes. ``emb`` is the (already activated)
-    conditioning vector; it is required when ``embed_dim`` was given.
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: ``skip(x) + attn(h)`` with ``h`` from one
+    norm-act-conv step per kernel (two by default), the embedding applied after the second norm
+    (after the only conv when there is one) and dropout before the last conv.
+
+    ``kernel_sizes`` gives each conv its kernel (e.g. ``(1, 3, 1)``, an int or one per axis);
+    ``attn`` is an optional module on the residual branch before the addition (the CBAM/SE
+    placement, https://arxiv.org/abs/1807.06521 fig. 3). The skip is a 1x1 conv when the
+    channel count changes. ``emb`` is the (already activated) conditioning vector; it is required
+    when ``embed_dim`` was given.
     """
 
     def __init__(
@@ -58,28 +89,35 @@ class ResBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         embed_dim: int | None = None,
-        kernel_size: int = 3,
+        kernel_size: IntOrTuple = 3,
         norm: object = "group",
         act: ActivationSpec = "silu",
         dropout: float = 0.0,
         padding_mode: PaddingMode = "zeros",
+        *,
+        kernel_sizes: Sequence[IntOrTuple] | None = None,
+        embed_mode: EmbedMode = "scale_shift",
+        attn: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        pad = kernel_size // 2
-        self.norm1 = make_norm(norm, spatial_dims, in_channels)  # type: ignore[arg-type]
-        self.act1 = activation(act)
-        self.conv1 = conv(
-            spatial_dims, in_channels, out_channels, kernel_size, padding=pad,
-            padding_mode=padding_mode,
-        )  # fmt: skip
-        self.emb_proj = nn.Linear(embed_dim, 2 * out_channels) if embed_dim else None
-        self.norm2 = make_norm(norm, spatial_dims, out_channels)  # type: ignore[arg-type]
-        self.act2 = activation(act)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = conv(
-            spatial_dims, out_channels, out_channels, kernel_size, padding=pad,
-            padding_mode=padding_mode,
-        )  # fmt: skip
+        self.embed_mode = check_choice("embed_mode", embed_mode, ("scale_shift", "add"))
+        ks = _kernels(kernel_size, kernel_sizes, 2)
+        self.num_convs = len(ks)
+        for j, k in enumerate(ks):  # registration order = the two-conv block's of before
+            c_in = in_channels if j == 0 else out_channels
+            setattr(self, f"norm{j + 1}", make_norm(norm, spatial_dims, c_in))  # type: ignore[arg-type]
+            setattr(self, f"act{j + 1}", activation(act))
+            if j == len(ks) - 1:
+                self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            pad = same_padding(k, spatial_dims)
+            setattr(
+                self, f"conv{j + 1}",
+                conv(spatial_dims, c_in, out_channels, k, padding=pad, padding_mode=padding_mode),
+            )  # fmt: skip
+            if j == 0:
+                width = out_channels if embed_mode == "add" else 2 * out_channels
+                self.emb_proj = nn.Linear(embed_dim, width) if embed_dim else None
+        self.attn = attn
         self.skip = (
             conv(spatial_dims, in_channels, out_channels, 1)
             if in_channels != out_channels
@@ -87,14 +125,26 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        h = self.conv1(self.act1(self.norm1(x)))
-        h = _film(self.norm2(h), self.emb_proj, emb)
-        h = self.conv2(self.dropout(self.act2(h)))
+        h, last = x, self.num_convs - 1
+        for j in range(self.num_convs):
+            h = getattr(self, f"norm{j + 1}")(h)
+            if j == 1:
+                h = _conditioning(h, self.emb_proj, emb, self.embed_mode)
+            h = getattr(self, f"act{j + 1}")(h)
+            if j == last:
+                h = self.dropout(h)
+            h = getattr(self, f"conv{j + 1}")(h)
+            if j == 0 and last == 0:
+                h = _conditioning(h, self.emb_proj, emb, self.embed_mode)
+        if self.attn is not None:
+            h = self.attn(h)
         return self.skip(x) + h
 
 
 class ConvBlock(nn.Module):
-    """The classic U-Net unit: conv-norm-[FiLM(emb)]-act-dropout."""
+    """The classic U-Net unit: conv-norm-[embedding]-act, once per kernel of ``kernel_sizes``
+    (one by default), then dropout and the optional ``attn`` module. The layers of the first
+    conv are ``conv``/``norm``/``act``, those of conv j > 1 ``conv{j}``/``norm{j}``/``act{j}``."""
 
     def __init__(
         self,
@@ -102,50 +152,47 @@ class ConvBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         embed_dim: int | None = None,
-        kernel_size: int = 3,
+        kernel_size: IntOrTuple = 3,
         norm: object = "group",
         act: ActivationSpec = "silu",
         dropout: float = 0.0,
         padding_mode: PaddingMode = "zeros",
+        *,
+        kernel_sizes: Sequence[IntOrTuple] | None = None,
+        embed_mode: EmbedMode = "scale_shift",
+        attn: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.conv = conv(
-            spatial_dims, in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-            padding_mode=padding_mode,
-        )  # fmt: skip
-        self.norm = make_norm(norm, spatial_dims, out_channels)  # type: ignore[arg-type]
-        self.emb_proj = nn.Linear(embed_dim, 2 * out_channels) if embed_dim else None
-        self.act = activation(act)
+        self.embed_mode = check_choice("embed_mode", embed_mode, ("scale_shift", "add"))
+        ks = _kernels(kernel_size, kernel_sizes, 1)
+        self.names = ["" if j == 0 else str(j + 1) for j in range(len(ks))]
+        for j, (k, name) in enumerate(zip(ks, self.names)):
+            c_in = in_channels if j == 0 else out_channels
+            pad = same_padding(k, spatial_dims)
+            setattr(
+                self, f"conv{name}",
+                conv(spatial_dims, c_in, out_channels, k, padding=pad, padding_mode=padding_mode),
+            )  # fmt: skip
+            setattr(self, f"norm{name}", make_norm(norm, spatial_dims, out_channels))  # type: ignore[arg-type]
+            if j == 0:
+                width = out_channels if embed_mode == "add" else 2 * out_channels
+                self.emb_proj = nn.Linear(embed_dim, width) if embed_dim else None
+            setattr(self, f"act{name}", activation(act))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.attn = attn
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        h = _film(self.norm(self.conv(x)), self.emb_proj, emb)
-        return self.dropout(self.act(h))
+        h = x
+        for j, name in enumerate(self.names):
+            h = getattr(self, f"norm{name}")(getattr(self, f"conv{name}")(h))
+            if j == 0:
+                h = _conditioning(h, self.emb_proj, emb, self.embed_mode)
+            h = getattr(self, f"act{name}")(h)
+        h = self.dropout(h)
+        return h if self.attn is None else self.attn(h)
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"residual": ResBlock, "plain": ConvBlock}
-ATTENTION: dict[str, str] = {"self": "self", "cbam": "cbam", "none": "none"}
-
-
-def make_attention(
-    kind: AttentionKind | None,
-    spatial_dims: int,
-    channels: int,
-    *,
-    norm: object = "group",
-    head_dim: int = 32,
-    num_heads: int | None = None,
-    pos_embedding: PositionEmbedding | None = None,
-    cbam_reduction: int = 16,
-    cbam_kernel_size: int = 7,
-) -> nn.Module | None:
-    """An attention module by kind ("self", "cbam") or None for "none"/None."""
-    name = "none" if kind is None else lookup(ATTENTION, kind, "attention")
-    if name == "self":
-        return SelfAttention(spatial_dims, channels, num_heads, head_dim, norm, pos_embedding)
-    if name == "cbam":
-        return CBAM(spatial_dims, channels, cbam_reduction, cbam_kernel_size)
-    return None
 
 
 class Unit(nn.Module):
@@ -162,7 +209,8 @@ class Unit(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve every spatial size: strided 3-wide conv, max pool or average pool (channels kept)."""
+    """Divide each spatial size by ``factor`` (2, or one int per axis; 1 leaves an axis alone):
+    a strided conv (kernel ``2 * (f // 2) + 1`` per axis), max pool or average pool."""
 
     def __init__(
         self,
@@ -170,45 +218,53 @@ class Downsample(nn.Module):
         channels: int,
         mode: DownsampleMode = "conv",
         padding_mode: PaddingMode = "zeros",
+        factor: IntOrTuple = 2,
     ) -> None:
         super().__init__()
         self.mode = lookup({"conv": "conv", "max": "max", "avg": "avg"}, mode, "downsample")
+        self.factor = as_tuple(factor, spatial_dims, "factor", minimum=1)
         if self.mode == "conv":
+            kernel = tuple(2 * (f // 2) + 1 for f in self.factor)
             self.op = conv(
-                spatial_dims, channels, channels, 3, stride=2, padding=1, padding_mode=padding_mode
-            )
+                spatial_dims, channels, channels, kernel, stride=self.factor,
+                padding=tuple(f // 2 for f in self.factor), padding_mode=padding_mode,
+            )  # fmt: skip
         elif self.mode == "max":
-            self.op = max_pool(spatial_dims, 2)
+            self.op = max_pool(spatial_dims, self.factor)
         else:
-            self.op = avg_pool(spatial_dims, 2)
+            self.op = avg_pool(spatial_dims, self.factor)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
 
 
-class Resize2x(nn.Module):
-    """Nearest/linear interpolation to exactly twice every spatial size.
+class Resize(nn.Module):
+    """Nearest/linear interpolation to exactly ``factor`` times every spatial size.
 
-    The output size is passed explicitly (the same numbers as ``scale_factor=2``), which keeps
+    The output size is passed explicitly (the same numbers as ``scale_factor``), which keeps
     the size arithmetic in Python ints: no tensor-valued sizes, so torch.compile sees no graph
     break here.
     """
 
-    def __init__(self, mode: Literal["nearest", "linear"] = "nearest") -> None:
+    def __init__(
+        self, mode: Literal["nearest", "linear"] = "nearest", factor: Sequence[int] | int = 2
+    ) -> None:
         super().__init__()
-        self.mode = mode
+        self.mode, self.factor = mode, factor
 
     def forward(self, x: Tensor) -> Tensor:
-        size = tuple(2 * s for s in x.shape[2:])
+        f = as_tuple(self.factor, x.dim() - 2, "factor", minimum=1)
+        size = tuple(s * k for s, k in zip(x.shape[2:], f))
         return interpolate_nd(x, size=size, mode=self.mode)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}, factor={self.factor}"
 
 
 class Upsample(nn.Module):
-    """Double every spatial size: a 2-wide stride-2 transposed conv, or nearest/linear
-    interpolation followed by a 3-wide conv (no checkerboard artefacts,
+    """Multiply each spatial size by ``factor`` (2, or one int per axis): a transposed conv with
+    kernel = stride = factor, or nearest/linear interpolation followed by a conv 3 wide along
+    resized axes and 1 wide along the others (no checkerboard artefacts,
     https://distill.pub/2016/deconv-checkerboard/)."""
 
     def __init__(
@@ -217,17 +273,25 @@ class Upsample(nn.Module):
         channels: int,
         mode: UpsampleMode = "nearest",
         padding_mode: PaddingMode = "zeros",
+        factor: IntOrTuple = 2,
     ) -> None:
         super().__init__()
         modes = {"transpose": "transpose", "nearest": "nearest", "linear": "linear"}
         self.mode = lookup(modes, mode, "upsample")
+        self.factor = as_tuple(factor, spatial_dims, "factor", minimum=1)
         if self.mode == "transpose":
-            self.op: nn.Module = conv_transpose(spatial_dims, channels, channels, 2, stride=2)
-        else:
-            self.op = nn.Sequential(
-                Resize2x(self.mode),  # type: ignore[arg-type]
-                conv(spatial_dims, channels, channels, 3, padding=1, padding_mode=padding_mode),
+            self.op: nn.Module = conv_transpose(
+                spatial_dims, channels, channels, self.factor, stride=self.factor
             )
+        else:
+            kernel = tuple(3 if f > 1 else 1 for f in self.factor)
+            self.op = nn.Sequential(
+                Resize(self.mode, self.factor),  # type: ignore[arg-type]
+                conv(
+                    spatial_dims, channels, channels, kernel, padding=same_padding(kernel, spatial_dims),
+                    padding_mode=padding_mode,
+                ),
+            )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)

@@ -1,8 +1,11 @@
 """Attention for (B, C, *spatial) tensors of any spatial_dims.
 
-* :class:`SelfAttention`: multi-head self-attention over the flattened positions with
+* :class:`SelfAttention`: multi-head (QKV) self-attention over the flattened positions with
   ``F.scaled_dot_product_attention`` (fused kernels), optional N-D sinusoidal position codes.
-* :class:`CBAM`: channel then spatial attention (https://arxiv.org/abs/1807.06521).
+* :class:`CrossAttention`: the same with queries from another tensor (a U-Net decoder) and keys
+  and values from ``x`` (its skip connection).
+* :class:`ChannelAttention`, :class:`SpatialAttention`: the two halves of CBAM
+  (https://arxiv.org/abs/1807.06521), usable alone; :class:`CBAM`: channel then spatial.
 * :class:`AttentionGate`: additive gate on a skip connection (Attention U-Net,
   https://arxiv.org/abs/1804.03999).
 """
@@ -20,7 +23,18 @@ from ndunet.layers.activation import ActivationSpec, activation
 from ndunet.layers.conv import check_spatial_dims, conv
 from ndunet.layers.norm import norm as make_norm
 
-__all__ = ["CBAM", "AttentionGate", "PositionEmbedding", "SelfAttention", "sinusoidal_positions"]
+__all__ = [
+    "CBAM",
+    "AttentionGate",
+    "ChannelAttention",
+    "CrossAttention",
+    "PositionEmbedding",
+    "SelfAttention",
+    "SpatialAttention",
+    "channel_gate",
+    "sinusoidal_positions",
+    "spatial_gate",
+]
 
 PositionEmbedding = Literal["sinusoidal"]
 
@@ -64,6 +78,28 @@ def sinusoidal_positions(
     return torch.cat(parts, dim=1).to(dtype)  # (L, channels)
 
 
+def head_count(channels: int, num_heads: int | None, head_dim: int) -> int:
+    """``num_heads`` if given, else ``channels // head_dim`` (at least 1); must divide channels."""
+    if num_heads is None:
+        if head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1, got {head_dim}")
+        num_heads = max(1, channels // head_dim)
+    if num_heads < 1 or channels % num_heads:
+        raise ValueError(
+            f"channels={channels} must be divisible by the number of attention heads "
+            f"{num_heads} (num_heads, or channels // head_dim with head_dim={head_dim})"
+        )
+    return num_heads
+
+
+def _tokens(x: Tensor, pos_embedding: PositionEmbedding | None) -> Tensor:
+    """(B, C, *spatial) -> (B, L, C) tokens, plus the N-D position code when asked."""
+    h = x.flatten(2).transpose(1, 2)  # (B, L, C); a channels_last input is a view, no copy
+    if pos_embedding is not None:
+        h = h + sinusoidal_positions(tuple(x.shape[2:]), x.shape[1], x.device, h.dtype)
+    return h
+
+
 class SelfAttention(nn.Module):
     """Residual multi-head self-attention over all positions: ``x + proj(attn(norm(x)))``.
 
@@ -83,15 +119,7 @@ class SelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
-        if num_heads is None:
-            if head_dim < 1:
-                raise ValueError(f"head_dim must be >= 1, got {head_dim}")
-            num_heads = max(1, channels // head_dim)
-        if num_heads < 1 or channels % num_heads:
-            raise ValueError(
-                f"channels={channels} must be divisible by the number of attention heads "
-                f"{num_heads} (num_heads, or channels // head_dim with head_dim={head_dim})"
-            )
+        num_heads = head_count(channels, num_heads, head_dim)
         if pos_embedding not in (None, "sinusoidal"):
             raise ValueError(f"pos_embedding={pos_embedding!r}; allowed: None, 'sinusoidal'")
         self.channels, self.num_heads = channels, num_heads
@@ -104,10 +132,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, *spatial = x.shape
         length = math.prod(spatial)
-        # A channels_last input gives a (B, L, C)-contiguous view here: no copy.
-        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, L, C)
-        if self.pos_embedding is not None:
-            h = h + sinusoidal_positions(tuple(spatial), c, x.device, h.dtype)  # (L, C) broadcast
+        h = _tokens(self.norm(x), self.pos_embedding)  # (B, L, C)
         heads = self.num_heads
         qkv = self.qkv(h).reshape(b, length, 3, heads, c // heads)  # (B, L, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
@@ -123,6 +148,124 @@ class SelfAttention(nn.Module):
         )
 
 
+class CrossAttention(nn.Module):
+    """Residual multi-head cross-attention: ``x + proj(attn(q(norm(query)), kv(norm(x))))``.
+
+    Keys and values come from ``x`` (B, channels, *spatial) (a skip connection), queries from
+    ``query`` (B, query_channels, *spatial) at the same positions (the decoder's features):
+    every position of the output looks at every position of ``x``. Heads as
+    :class:`SelfAttention`; the attention itself is ``torch.nn.MultiheadAttention``'s with
+    ``embed_dim=channels``, the query first mapped from ``query_channels``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        channels: int,
+        query_channels: int,
+        num_heads: int | None = None,
+        head_dim: int = 32,
+        norm: object = "group",
+        pos_embedding: PositionEmbedding | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.num_heads = head_count(channels, num_heads, head_dim)
+        if pos_embedding not in (None, "sinusoidal"):
+            raise ValueError(f"pos_embedding={pos_embedding!r}; allowed: None, 'sinusoidal'")
+        self.channels, self.query_channels = channels, query_channels
+        self.pos_embedding, self.dropout = pos_embedding, dropout
+        self.norm = make_norm(norm, spatial_dims, channels)  # type: ignore[arg-type]
+        self.query_norm = make_norm(norm, spatial_dims, query_channels)  # type: ignore[arg-type]
+        self.q = nn.Linear(query_channels, channels)
+        self.kv = nn.Linear(channels, 2 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x: Tensor, query: Tensor) -> Tensor:
+        if x.shape[2:] != query.shape[2:]:
+            raise ValueError(
+                f"CrossAttention: x spatial shape {tuple(x.shape[2:])} != query spatial shape "
+                f"{tuple(query.shape[2:])}"
+            )
+        b, c, *spatial = x.shape
+        length, heads = math.prod(spatial), self.num_heads
+        q = self.q(_tokens(self.query_norm(query), self.pos_embedding))  # (B, L, C)
+        kv = self.kv(_tokens(self.norm(x), self.pos_embedding))  # (B, L, 2C)
+        q = q.reshape(b, length, heads, c // heads).transpose(1, 2)  # (B, H, L, D)
+        k, v = kv.reshape(b, length, 2, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, L, D)
+        out = self.proj(out.transpose(1, 2).reshape(b, length, c))  # (B, L, C)
+        return x + out.transpose(1, 2).reshape(x.shape)  # (B, C, *spatial)
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_dims={self.spatial_dims}, channels={self.channels}, query_channels="
+            f"{self.query_channels}, num_heads={self.num_heads}, "
+            f"pos_embedding={self.pos_embedding!r}"
+        )
+
+
+def _channel_mlp(channels: int, reduction: int, activation_fn: ActivationSpec) -> nn.Module:
+    if reduction < 1:
+        raise ValueError(f"reduction must be >= 1, got {reduction}")
+    hidden = max(1, channels // reduction)
+    return nn.Sequential(
+        nn.Linear(channels, hidden), activation(activation_fn), nn.Linear(hidden, channels)
+    )
+
+
+def _spatial_conv(spatial_dims: int, kernel_size: int) -> nn.Module:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 1 (a 'same' conv), got {kernel_size}")
+    return conv(spatial_dims, 2, 1, kernel_size, padding=kernel_size // 2)
+
+
+def channel_gate(x: Tensor, mlp: nn.Module) -> Tensor:
+    """CBAM's channel weights ``sigmoid(mlp(avg) + mlp(max))`` over all positions: (B, C)."""
+    flat = x.flatten(2)  # (B, C, L)
+    return torch.sigmoid(mlp(flat.mean(2)) + mlp(flat.amax(2)))
+
+
+def spatial_gate(x: Tensor, conv_layer: nn.Module) -> Tensor:
+    """CBAM's spatial weights ``sigmoid(conv([mean_c, max_c]))``: (B, 1, *spatial)."""
+    pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)  # (B, 2, *sp)
+    return torch.sigmoid(conv_layer(pooled))
+
+
+class ChannelAttention(nn.Module):
+    """CBAM's channel attention alone: ``x * channel_gate(x)`` (squeeze-and-excitation with
+    max pooling too). ``reduction`` sets the MLP's hidden width ``channels // reduction``; the
+    default 8 is the seed project's (the CBAM paper uses 16)."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        channels: int,
+        reduction: int = 8,
+        activation_fn: ActivationSpec = "relu",
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.mlp = _channel_mlp(channels, reduction, activation_fn)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * _broadcast(channel_gate(x, self.mlp), x)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM's spatial attention gate alone: ``x * sigmoid(conv([mean_c(x), max_c(x)]))``."""
+
+    def __init__(self, spatial_dims: int, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.conv = _spatial_conv(spatial_dims, kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * spatial_gate(x, self.conv)  # (B, 1, *spatial) gate broadcast
+
+
 class CBAM(nn.Module):
     """Convolutional Block Attention Module: channel gate from avg+max pooled features through a
     shared MLP, then a spatial gate from a conv over the channel-wise mean and max."""
@@ -136,22 +279,12 @@ class CBAM(nn.Module):
         activation_fn: ActivationSpec = "relu",
     ) -> None:
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and >= 1 (a 'same' conv), got {kernel_size}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
-        hidden = max(1, channels // reduction)
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden), activation(activation_fn), nn.Linear(hidden, channels)
-        )
-        self.spatial = conv(spatial_dims, 2, 1, kernel_size, padding=kernel_size // 2)
+        self.mlp = _channel_mlp(channels, reduction, activation_fn)
+        self.spatial = _spatial_conv(spatial_dims, kernel_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.flatten(2)  # (B, C, L)
-        gate_c = torch.sigmoid(self.mlp(flat.mean(2)) + self.mlp(flat.amax(2)))  # (B, C)
-        x = x * _broadcast(gate_c, x)
-        pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)  # (B, 2, *sp)
-        return x * torch.sigmoid(self.spatial(pooled))  # (B, 1, *spatial) gate broadcast
+        x = x * _broadcast(channel_gate(x, self.mlp), x)
+        return x * spatial_gate(x, self.spatial)
 
 
 class AttentionGate(nn.Module):

@@ -9,13 +9,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ndunet.blocks import BLOCKS, Downsample, Unit, Upsample, make_attention
-from ndunet.functional import pad_nd
+from ndunet.attention_units import make_attention, make_skip_attention
+from ndunet.blocks import BLOCKS, Downsample, Unit, Upsample
 from ndunet.layers.activation import activation
 from ndunet.layers.attention import AttentionGate
 from ndunet.layers.conv import conv
 from ndunet.layers.embedding import ClassEmbedding, TimeEmbedding
 from ndunet.layers.norm import norm as make_norm
+from ndunet.models.inputs import check_conditioning, check_image, check_sizes, crop, pad_to_multiple
 from ndunet.models.saving import PretrainedMixin
 from ndunet.models.unet_config import UNetConfig
 
@@ -23,15 +24,21 @@ __all__ = ["UNet", "UNetConfig"]
 
 
 class Level(nn.Module):
-    """The units of one resolution, optional gates on their skips, and the resampling after them."""
+    """The units of one resolution, optional gates and attention on their skips (one per skip
+    taken), and the resampling after them."""
 
     def __init__(
-        self, units: list[Unit], resample: nn.Module | None, gates: list[nn.Module] | None = None
+        self,
+        units: list[Unit],
+        resample: nn.Module | None,
+        gates: list[nn.Module] | None = None,
+        skip_attn: list[Any] | None = None,
     ) -> None:
         super().__init__()
         self.units = nn.ModuleList(units)
         self.resample = resample
         self.gates = nn.ModuleList(gates) if gates else None
+        self.skip_attn = nn.ModuleList(skip_attn) if skip_attn else None
 
 
 class UNet(PretrainedMixin, nn.Module):
@@ -42,8 +49,14 @@ class UNet(PretrainedMixin, nn.Module):
     resolution; a bottleneck (block, attention, block) follows and the decoder mirrors the encoder.
     ``skip_connections="block"`` keeps a skip after every encoder block (ADM/diffusers layout,
     ``num_res_blocks + 1`` decoder blocks per level); ``"level"`` keeps one per level (the classic
-    U-Net, https://arxiv.org/abs/1505.04597). Spatial sizes that are not multiples of
-    ``2 ** (len(channels) - 1)`` are padded inside (``input_pad_mode``) and cropped back.
+    U-Net, https://arxiv.org/abs/1505.04597). Spatial sizes that are not multiples of the
+    per-axis down-sampling factor (``2 ** (len(channels) - 1)``, or the product of ``strides``
+    along the axis) are padded inside (``input_pad_mode``) and cropped back.
+
+    Attention (any kinds, stacked in order): ``attention_levels`` in the blocks of chosen levels
+    (after each block, or on its residual branch with ``attention_placement="residual"``),
+    ``bottleneck_attention``, and ``skip_attention`` on each level's skips, where "gate" and
+    "cross" (cross-attention, queries from the decoder) also read the decoder's features.
 
     ``in_layer``/``out_layer`` replace the stem (``in_channels -> channels[0]``, keeping the
     spatial shape) and the head (``channels[0] -> anything``). They are not part of the JSON
@@ -95,6 +108,7 @@ class UNet(PretrainedMixin, nn.Module):
                     f"a config saved from a model with a custom {key} needs {key}=<the module>"
                 )
         self.config = cfg
+        self._factors = cfg.downsample_factors  # inputs are padded to multiples of these
         self._build(cfg, in_layer, out_layer)
 
     # ---- construction ---------------------------------------------------------------------
@@ -107,17 +121,24 @@ class UNet(PretrainedMixin, nn.Module):
             norm = functools.partial(make_norm, "group", sd, num_groups=cfg.num_groups)
         embed_dim = cfg.embed_dim()
         block_cls = BLOCKS[cfg.block]
+        attn_args = dict(
+            norm=norm, head_dim=cfg.attention_head_dim, pos_embedding=cfg.pos_embedding,
+            cbam_kernel_size=cfg.attention_kernel_size, **cfg.reductions(),
+        )  # fmt: skip
+        in_branch = cfg.attention_placement == "residual"
 
-        def unit(c_in: int, c_out: int, attn: str | None, part: str) -> Unit:
+        def unit(c_in: int, c_out: int, kinds: tuple[str, ...], part: str, level: int) -> Unit:
             drop = cfg.dropout if cfg.dropout_in in ("all", part) else 0.0
+            attn = make_attention(kinds, sd, c_out, **attn_args)
             block = block_cls(
-                sd, c_in, c_out, embed_dim, cfg.kernel_size, norm, cfg.activation, drop,
-                cfg.padding_mode,
+                sd, c_in, c_out, embed_dim, cfg.level_kernel(level), norm, cfg.activation, drop,
+                cfg.padding_mode, kernel_sizes=cfg.conv_kernels(level),
+                embed_mode=cfg.time_injection, attn=attn if in_branch else None,
             )  # fmt: skip
-            return Unit(block, self._attention(attn, c_out, norm))
+            return Unit(block, None if in_branch else attn)
 
         self.time_embed = (
-            TimeEmbedding(embed_dim, ch[0], cfg.activation)  # type: ignore[arg-type]
+            TimeEmbedding(embed_dim, cfg.time_freq_dim or ch[0], cfg.activation)  # type: ignore[arg-type]
             if cfg.time_embedding
             else None
         )
@@ -127,45 +148,56 @@ class UNet(PretrainedMixin, nn.Module):
             else None
         )
         self.emb_act = activation(cfg.activation) if embed_dim else None
-        k = cfg.kernel_size
+        k0 = cfg.level_kernel(0)
+        pad0 = tuple(k // 2 for k in k0)
         self.stem = in_layer or conv(
-            sd, cfg.in_channels, ch[0], k, padding=k // 2, padding_mode=cfg.padding_mode
+            sd, cfg.in_channels, ch[0], k0, padding=pad0, padding_mode=cfg.padding_mode
         )
 
         per_block = cfg.skip_connections == "block"
         attn, nrb, last = cfg.attention(), cfg.res_blocks(), len(ch) - 1
+        factors = cfg.down_factors()
         skip_ch = [ch[0]] if per_block else []
         c = ch[0]
         down = []
         for i, width in enumerate(ch):
             units = []
             for _ in range(nrb[i]):
-                units.append(unit(c, width, attn[i], "encoder"))
+                units.append(unit(c, width, attn[i], "encoder", i))
                 c = width
                 if per_block:
                     skip_ch.append(c)
             if not per_block:
                 skip_ch.append(c)
-            resample = Downsample(sd, c, cfg.downsample, cfg.padding_mode) if i < last else None
+            resample = (
+                Downsample(sd, c, cfg.downsample, cfg.padding_mode, factors[i])
+                if i < last
+                else None
+            )
             if resample is not None and per_block:
                 skip_ch.append(c)
             down.append(Level(units, resample))
         self.down = nn.ModuleList(down)
         self.mid = nn.ModuleList(
-            [unit(c, c, cfg.mid_attention(), "encoder"), unit(c, c, None, "encoder")]
+            [unit(c, c, cfg.mid_attention(), "encoder", last), unit(c, c, (), "encoder", last)]
         )
+        skip_kinds = cfg.skip_attention_kinds()
         up = []
         for i in reversed(range(len(ch))):
-            units, gates = [], []
+            units, gates, skip_attn = [], [], []
             n_units = nrb[i] + 1 if per_block else nrb[i]
             for j in range(n_units):
                 s = skip_ch.pop() if (per_block or j == 0) else 0
                 if s and cfg.attention_gates:
                     gates.append(AttentionGate(sd, s, c))
-                units.append(unit(c + s, ch[i], attn[i], "decoder"))
+                if s and skip_kinds[i]:
+                    skip_attn.append(make_skip_attention(skip_kinds[i], sd, s, c, **attn_args))
+                units.append(unit(c + s, ch[i], attn[i], "decoder", i))
                 c = ch[i]
-            resample = Upsample(sd, c, cfg.upsample, cfg.padding_mode) if i > 0 else None
-            up.append(Level(units, resample, gates))
+            resample = (
+                Upsample(sd, c, cfg.upsample, cfg.padding_mode, factors[i - 1]) if i > 0 else None
+            )
+            up.append(Level(units, resample, gates, skip_attn))
         self.up = nn.ModuleList(up)
         self._skips_per_up_level = [
             (nrb[i] + 1 if per_block else 1) for i in reversed(range(len(ch)))
@@ -176,17 +208,10 @@ class UNet(PretrainedMixin, nn.Module):
             self.head = nn.Sequential(
                 make_norm(norm, sd, c),
                 activation(cfg.activation),
-                conv(sd, c, cfg.out_channels, k, padding=k // 2, padding_mode=cfg.padding_mode),
+                conv(sd, c, cfg.out_channels, k0, padding=pad0, padding_mode=cfg.padding_mode),
             )
         else:
             self.head = conv(sd, c, cfg.out_channels, 1)
-
-    def _attention(self, kind: str | None, channels: int, norm: Any) -> nn.Module | None:
-        cfg = self.config
-        return make_attention(
-            kind, cfg.spatial_dims, channels, norm=norm, head_dim=cfg.attention_head_dim,
-            pos_embedding=cfg.pos_embedding,
-        )  # fmt: skip
 
     # ---- public attributes --------------------------------------------------------------------
     @property
@@ -227,10 +252,7 @@ class UNet(PretrainedMixin, nn.Module):
         t, y = self._check_inputs(x, t, y)
         emb = self._embed(x, t, y)
         spatial = x.shape[2:]
-        factor = self.config.downsample_factor
-        pads = [((-s) % factor // 2, (-s) % factor - (-s) % factor // 2) for s in spatial]
-        if any(a or b for a, b in pads):
-            x = pad_nd(x, pads, self.config.input_pad_mode)  # (B, C, *padded)
+        x, pads = pad_to_multiple(x, self._factors, self.config.input_pad_mode)
 
         h = self.stem(x)
         per_block = self.config.skip_connections == "block"
@@ -254,16 +276,13 @@ class UNet(PretrainedMixin, nn.Module):
                     s = skips.pop()
                     if level.gates is not None:
                         s = level.gates[j](s, h)
+                    if level.skip_attn is not None:
+                        s = level.skip_attn[j](s, h)
                     h = torch.cat([h, s], dim=1)  # (B, C_h + C_skip, *spatial)
                 h = self._run(unit, h, emb)
             if level.resample is not None:
                 h = level.resample(h)
-        h = self.head(h)
-        if any(a or b for a, b in pads) and h.dim() == x.dim():
-            crop = tuple(slice(a, a + s) for (a, _), s in zip(pads, spatial))
-            index = (slice(None), slice(None), *crop)
-            h = h[index]  # (B, out_channels, *spatial)
-        return h
+        return crop(self.head(h), pads, spatial)  # (B, out_channels, *spatial)
 
     def _run(self, unit: nn.Module, h: Tensor, emb: Tensor | None) -> Tensor:
         if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -283,69 +302,9 @@ class UNet(PretrainedMixin, nn.Module):
         self, x: Tensor, t: Tensor | float | None, y: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None]:
         cfg = self.config
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(
-                f"x must be a floating-point torch.Tensor, got "
-                f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}"
-            )
-        weight = next(self.stem.parameters(), None)  # the first layer x meets
-        if (
-            weight is not None
-            and x.dtype != weight.dtype
-            and not torch.is_autocast_enabled(x.device.type)
-        ):
-            raise TypeError(
-                f"x has dtype {x.dtype} but the model's weights are {weight.dtype}; convert the "
-                f"input (x.to({weight.dtype})), the model (model.to({x.dtype})), or run under "
-                "torch.autocast (trainer: amp='bf16')"
-            )
-        if x.dim() != cfg.spatial_dims + 2:
-            raise ValueError(
-                f"x has shape {tuple(x.shape)}; expected (batch, {cfg.in_channels}, *spatial) "
-                f"with spatial_dims={cfg.spatial_dims}, i.e. {cfg.spatial_dims + 2} dims"
-            )
-        if x.shape[1] != cfg.in_channels:
-            raise ValueError(
-                f"x has {x.shape[1]} channels (shape {tuple(x.shape)}); expected "
-                f"in_channels={cfg.in_channels}"
-            )
-        # Sizes are padded to multiples of `factor`; at most half of the padded input may be
-        # padding (so the bottleneck still sees data, and reflect padding is possible).
-        factor = cfg.downsample_factor
-        if any(2 * s <= factor for s in x.shape[2:]):
-            raise ValueError(
-                f"x spatial shape {tuple(x.shape[2:])} is too small for {cfg.num_levels} levels: "
-                f"every size must be > 2**{cfg.num_levels - 1} / 2 = {factor // 2}"
-            )
-        batch = x.shape[0]
-        if cfg.time_embedding:
-            if t is None:
-                raise ValueError("t is required: the model was built with time_embedding=True")
-            t = torch.as_tensor(t, device=x.device)
-            if t.dim() == 0:
-                t = t.expand(batch)
-            if t.shape != (batch,):
-                raise ValueError(f"t must have shape ({batch},) or (), got {tuple(t.shape)}")
-        elif t is not None:
-            raise ValueError("t was given but the model was built with time_embedding=False")
-        k = cfg.num_classes
-        if k is None:
-            if y is not None:
-                raise ValueError("y was given but the model was built with num_classes=None")
-            return t, None
-        if y is None:
-            return t, torch.full((batch,), k, dtype=torch.long, device=x.device)  # null class
-        if not isinstance(y, Tensor) or y.shape != (batch,) or y.is_floating_point():
-            raise ValueError(
-                f"y must be an integer tensor of shape ({batch},), got "
-                f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}"
-            )
-        if not torch.compiler.is_compiling() and y.numel() and (y.min() < 0 or y.max() > k):
-            raise ValueError(
-                f"y holds class ids in [{int(y.min())}, {int(y.max())}]; expected [0, {k}] "
-                f"(num_classes={k}; id {k} is the null class)"
-            )
-        return t, y
+        check_image(x, cfg.spatial_dims, cfg.in_channels, next(self.stem.parameters(), None))
+        check_sizes(x, self._factors, f"{cfg.num_levels} levels")
+        return check_conditioning(x, t, y, cfg.time_embedding, cfg.num_classes)
 
     # ---- configs and checkpoints --------------------------------------------------------------
     @classmethod
