@@ -42,7 +42,7 @@ Preset = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 class ResNetUNetConfig(Config):
     """Options of :class:`ResNetUNet`. The encoder is the preset ``encoder`` unless
     ``encoder_layers``/``encoder_block`` give a custom layout; ``encoder_depth`` uses only the
-    first stages (the stem always). ``decoder_channels`` has one width per decoder stage, deepest
+    first stages (the stem always; the others are not built). ``decoder_channels`` has one width per decoder stage, deepest
     first (``num_decoder_stages()`` of them; None: 256, 128, 64, 32, 16, ... as segmentation
     models' Unet). ``skip_attention`` has one attention spec per skip (deepest first),
     ``decoder_attention`` one per decoder stage (see :mod:`ndunet.attention_units`)."""
@@ -75,9 +75,15 @@ class ResNetUNetConfig(Config):
 
     def check_values(self) -> None:
         check_int("out_channels", self.out_channels, 1, MAX_WIDTH)
-        enc = self.encoder_config()  # checks the encoder's options
+        layers = self.encoder_layers or preset_layout(self.encoder, "encoder")["layers"]
+        if len(self.encoder_widths) != len(layers):
+            raise ValueError(
+                f"encoder_widths={list(self.encoder_widths)!r} is not valid with encoder_layers="
+                f"{list(layers)!r}; expected one width per stage"
+            )
         if self.encoder_depth is not None:
-            check_int("encoder_depth", self.encoder_depth, 1, len(enc.layers))
+            check_int("encoder_depth", self.encoder_depth, 1, len(layers))
+        self.encoder_config()  # checks the encoder's options
         n = self.num_decoder_stages()
         for name, value, count in (
             ("decoder_channels", self.decoder_channels, n),
@@ -104,12 +110,13 @@ class ResNetUNetConfig(Config):
         check_norm_activation(self.norm, self.activation)
 
     def encoder_config(self) -> ResNetConfig:
-        """The encoder's :class:`ResNetConfig` (no classifier)."""
+        """The encoder's :class:`ResNetConfig`: the stages used, no classifier."""
         layout = preset_layout(self.encoder, "encoder")
+        depth = self.depth()
         return ResNetConfig(
             self.spatial_dims, self.in_channels, None,
-            layers=self.encoder_layers or layout["layers"],
-            block=self.encoder_block or layout["block"], widths=self.encoder_widths,
+            layers=(self.encoder_layers or layout["layers"])[:depth],
+            block=self.encoder_block or layout["block"], widths=self.encoder_widths[:depth],
             stem_channels=self.stem_channels, stem_kernel_size=self.stem_kernel_size,
             stem_stride=self.stem_stride, stem_pool=self.stem_pool, norm=self.norm,
             num_groups=self.num_groups, activation=self.activation,
@@ -117,9 +124,8 @@ class ResNetUNetConfig(Config):
 
     def depth(self) -> int:
         """Encoder stages used."""
-        return self.encoder_depth or len(
-            self.encoder_layers or preset_layout(self.encoder)["layers"]
-        )
+        layers = self.encoder_layers or preset_layout(self.encoder, "encoder")["layers"]
+        return self.encoder_depth or len(layers)
 
     def scales(self) -> tuple[int, ...]:
         """Down-sampling factor of each skip (the stem's, then each stage's) vs the input."""
@@ -164,7 +170,7 @@ class ResNetUNet(PretrainedMixin, nn.Module):
             "cbam_reduction": cfg.attention_reduction or 16,
             "channel_reduction": cfg.attention_reduction or 8,
         }  # fmt: skip
-        enc_ch = self.encoder.config.stage_channels()[: cfg.depth() + 1]
+        enc_ch = self.encoder.config.stage_channels()
         widths, skip_specs = cfg.decoder_widths(), cfg.skip_attention or (None,) * cfg.depth()
         dec_specs = cfg.decoder_attention or (None,) * len(widths)
         skips = list(reversed(enc_ch[:-1])) + [0] * (len(widths) - cfg.depth())
@@ -195,7 +201,7 @@ class ResNetUNet(PretrainedMixin, nn.Module):
         check_sizes(x, factors, f"a {cfg.depth()}-stage ResNet encoder")
         spatial = x.shape[2:]
         x, pads = pad_to_multiple(x, factors, cfg.input_pad_mode)
-        feats = self.encoder.features(x, cfg.depth())
+        feats = self.encoder.features(x)
         h = feats.pop()
         for block, attn in zip(self.decoder, self.skip_attn):
             if feats:
