@@ -171,7 +171,7 @@ def model_config(cfg: RunConfig, data: Any) -> Any:
     """The UNetConfig of [model], with spatial_dims, channels and classes filled from the data."""
     from ndunet.models import UNetConfig
 
-    values = dict(cfg.model)
+    values = {k: v for k, v in cfg.model.items() if k != "type"}
     values.setdefault("spatial_dims", data.spatial_dims)
     if cfg.task.type == "diffusion":
         in_channels, out_channels = diffusion_channels(cfg, data)
@@ -220,9 +220,14 @@ def diffusion_channels(cfg: RunConfig, data: Any) -> tuple[int, int]:
 
 
 def build_model(cfg: RunConfig, data: Any) -> nn.Module:
-    """The run's network: a UNet, or a UNetClassifier for ``task.head = "pooled"``."""
+    """The run's network: a UNet, or a UNetClassifier for ``task.head = "pooled"``; another kind
+    when [model] names a ``type`` (a ResNet, "resnet_unet": see ``app/model_kinds.py``)."""
     from ndunet.models import UNet, UNetClassifier
 
+    if cfg.model.get("type", "unet") != "unet":
+        from ndunet.app.model_kinds import build_model_kind
+
+        return build_model_kind(cfg, data)
     unet_config = model_config(cfg, data)
     if cfg.task.type == "supervised" and cfg.task.head == "pooled":
         return UNetClassifier(unet_config)

@@ -230,7 +230,7 @@ def parse_config(
 ) -> RunConfig:
     """Check raw sections (from TOML, JSON or a dict) and return a RunConfig."""
     from ndunet.diffusion import DiffusionConfig
-    from ndunet.models import UNetConfig
+    from ndunet.models import check_model_table
     from ndunet.training import TrainerConfig
 
     base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -252,7 +252,7 @@ def parse_config(
             raise cfg.located(e, section) from None
 
     cfg.task = build("task", TaskConfig.from_dict)
-    cfg.model = build("model", UNetConfig.check_partial)
+    cfg.model = build("model", check_model_table)  # type = "unet" (default), "resnet18", ...
     cfg.diffusion = build("diffusion", DiffusionConfig.check_partial)
     cfg.trainer_table = build("trainer", TrainerConfig.check_partial)
     cfg.trainer = build("trainer", TrainerConfig.from_dict)
