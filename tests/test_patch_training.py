@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from ndunet.app.cli import main
 from ndunet.app.run_config import ConfigError, load_config, parse_config
 from ndunet.data import blobs
-from ndunet.data.loader import EpochBatches, build_loader
+from ndunet.data.loader import DictSamples, EpochBatches, build_loader, set_dataset_epoch
 from ndunet.data.patches import PatchDataset
 from ndunet.data.transformed import TransformedDataset
 from ndunet.inference import sliding_window_inference
@@ -106,6 +107,9 @@ def test_set_epoch_reaches_the_dataset_and_its_workers():
     assert not torch.equal(main_process[0][0], main_process[1][0])  # new crops each epoch
     for a, b in zip(main_process, worker):  # a worker's copy draws the same epoch's crops
         assert all(torch.equal(x, y) for x, y in zip(a, b))
+    ds = PatchDataset(volumes, 5)
+    set_dataset_epoch(DictSamples(Subset(ds, range(3))), 3)  # through wrappers, too
+    assert ds.epoch == 3
 
 
 def test_transformed_dataset_moves_labels_with_images_and_keeps_other_targets():

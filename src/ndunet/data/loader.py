@@ -230,10 +230,13 @@ def eval_loader(data: Any, *, batch_size: int, rank: int, world_size: int, name:
 
 def set_dataset_epoch(dataset: Any, epoch: int) -> None:
     """Tell a dataset that draws per epoch (``set_epoch``: PatchDataset, TransformedDataset)
-    which epoch it serves. Workers are not persistent, so each epoch's copy carries it."""
-    inner = dataset.dataset if isinstance(dataset, SeededSamples) else dataset
-    if callable(getattr(inner, "set_epoch", None)):
-        inner.set_epoch(epoch)
+    which epoch it serves, looking through wrappers that hold it as ``.dataset`` (SeededSamples,
+    DictSamples, Subset). Workers are not persistent, so each epoch's copy carries it."""
+    while dataset is not None:
+        if callable(getattr(dataset, "set_epoch", None)):
+            dataset.set_epoch(epoch)
+            return
+        dataset = getattr(dataset, "dataset", None)
 
 
 class EpochBatches:
