@@ -31,6 +31,8 @@ def test_every_example_is_tested():
         "segment_blobs_4d",
         "denoise_signals_1d",
         "conditional_digits",
+        "classify_digits_resnet_unet",
+        "unet_4d_attention",
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
@@ -39,6 +41,23 @@ def test_classify_digits(tmp_path):
     result = load("classify_digits").main(tiny=True, out=str(tmp_path / "run"))
     assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["loss"])
     assert (tmp_path / "run" / "checkpoints" / "last").exists()
+
+
+def test_classify_digits_resnet_unet(tmp_path):
+    results = load("classify_digits_resnet_unet").main(tiny=True, out=str(tmp_path))
+    assert set(results) == {"unet_pooled", "resnet18"}
+    for name, r in results.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["parameters"] > 0
+        assert (tmp_path / name / "checkpoints" / "last").exists()
+
+
+def test_unet_4d_attention(tmp_path, capsys):
+    result = load("unet_4d_attention").main(tiny=True, out=str(tmp_path / "run"))
+    assert 0.0 <= result["dice"] <= 1.0
+    printed = capsys.readouterr().out
+    for kind in ("ChannelAttention", "SpatialAttention", "SelfAttention", "CBAM",
+                 "AttentionGate", "CrossAttention", "Total params"):  # fmt: skip
+        assert kind in printed
 
 
 @pytest.mark.parametrize("name", ["segment_blobs_3d", "segment_blobs_4d"])
