@@ -22,6 +22,8 @@ class UNetClassifier(PretrainedMixin, nn.Module):
     """A U-Net whose ``out_channels`` maps are averaged over space: one logit vector per sample
     (the classification head of the seed project's MNIST example). ``config`` is the U-Net's."""
 
+    config_class = UNetConfig
+
     def __init__(self, config: UNetConfig | dict[str, Any]) -> None:
         super().__init__()
         self.unet = UNet.from_config(config)

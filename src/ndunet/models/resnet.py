@@ -115,6 +115,8 @@ class ResNet(PretrainedMixin, nn.Module):
     (strided layers round up). :meth:`features` gives the stem's and every stage's maps.
     """
 
+    config_class = ResNetConfig
+
     def __init__(self, spatial_dims: int | ResNetConfig, **options: Any) -> None:
         super().__init__()
         if isinstance(spatial_dims, ResNetConfig):
@@ -194,24 +196,9 @@ class ResNet(PretrainedMixin, nn.Module):
         return self.fc(self.dropout(pooled))  # (B, num_classes)
 
     @classmethod
-    def from_config(cls, config: ResNetConfig | dict[str, Any]) -> ResNet:
-        """Build a fresh model from a :class:`ResNetConfig` (or its ``to_dict()``)."""
-        if isinstance(config, dict):
-            config = ResNetConfig.from_dict(config)
-        if not isinstance(config, ResNetConfig):
-            raise TypeError(f"config must be a ResNetConfig or dict, got {type(config).__name__}")
-        return cls(config)
-
-    @classmethod
     def preset(cls, name: str, spatial_dims: int, **options: Any) -> ResNet:
         """A named ResNet ("resnet18" ... "resnet152"); see :meth:`ResNetConfig.preset`."""
         return cls(ResNetConfig.preset(name, spatial_dims, **options))
-
-    def summary(self, input_shape: tuple[int, ...], **kwargs: Any) -> Any:
-        """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary`."""
-        from ndunet.model_summary import summary
-
-        return summary(self, input_shape, **kwargs)
 
 
 def resnet18(spatial_dims: int = 2, **options: Any) -> ResNet:

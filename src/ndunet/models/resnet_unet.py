@@ -150,6 +150,8 @@ class ResNetUNet(PretrainedMixin, nn.Module):
     for any spatial_dims. Sizes that are not multiples of the encoder's total down-sampling are
     padded inside (``input_pad_mode``) and cropped back. Options: :class:`ResNetUNetConfig`."""
 
+    config_class = ResNetUNetConfig
+
     def __init__(self, spatial_dims: int | ResNetUNetConfig, **options: Any) -> None:
         super().__init__()
         if isinstance(spatial_dims, ResNetUNetConfig):
@@ -214,20 +216,3 @@ class ResNetUNet(PretrainedMixin, nn.Module):
                 h = interpolate_nd(h, size=tuple(x.shape[2:]), mode=cfg.upsample)
             h = block(h)
         return crop(self.head(h), pads, spatial)  # (B, out_channels, *spatial)
-
-    @classmethod
-    def from_config(cls, config: ResNetUNetConfig | dict[str, Any]) -> ResNetUNet:
-        """Build a fresh model from a :class:`ResNetUNetConfig` (or its ``to_dict()``)."""
-        if isinstance(config, dict):
-            config = ResNetUNetConfig.from_dict(config)
-        if not isinstance(config, ResNetUNetConfig):
-            raise TypeError(
-                f"config must be a ResNetUNetConfig or dict, got {type(config).__name__}"
-            )
-        return cls(config)
-
-    def summary(self, input_shape: tuple[int, ...], **kwargs: Any) -> Any:
-        """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary`."""
-        from ndunet.model_summary import summary
-
-        return summary(self, input_shape, **kwargs)

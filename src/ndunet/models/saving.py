@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -15,7 +15,28 @@ M = TypeVar("M", bound="PretrainedMixin")
 
 
 class PretrainedMixin:
-    """For models with a ``config`` (``to_dict``) and a ``from_config`` classmethod."""
+    """For models with a ``config`` (``to_dict``) built as ``cls(config)`` from their
+    ``config_class`` (``from_config`` here), or with a ``from_config`` of their own."""
+
+    config_class: ClassVar[type[Any]]
+
+    @classmethod
+    def from_config(cls: type[M], config: Any) -> M:
+        """Build a fresh model (random weights) from its config or the config's ``to_dict()``."""
+        want = cls.config_class
+        if isinstance(config, dict):
+            config = want.from_dict(config)
+        if not isinstance(config, want):
+            raise TypeError(
+                f"config must be a {want.__name__} or dict, got {type(config).__name__}"
+            )
+        return cls(config)  # type: ignore[call-arg]
+
+    def summary(self, input_shape: tuple[int, ...], **kwargs: Any) -> Any:
+        """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary`."""
+        from ndunet.model_summary import summary
+
+        return summary(self, input_shape, **kwargs)  # type: ignore[arg-type]
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write the model's folder: its config and weights (safetensors), with a manifest.

@@ -67,6 +67,8 @@ class UNet(PretrainedMixin, nn.Module):
     Other options are :class:`UNetConfig` fields, given as keywords.
     """
 
+    config_class = UNetConfig
+
     def __init__(
         self,
         spatial_dims: int | UNetConfig,
@@ -320,9 +322,3 @@ class UNet(PretrainedMixin, nn.Module):
         if not isinstance(config, UNetConfig):
             raise TypeError(f"config must be a UNetConfig or dict, got {type(config).__name__}")
         return cls(config, in_layer=in_layer, out_layer=out_layer)
-
-    def summary(self, input_shape: tuple[int, ...], **kwargs: Any) -> Any:
-        """Per-layer table (name, output shape, parameters); see :func:`ndunet.summary`."""
-        from ndunet.model_summary import summary
-
-        return summary(self, input_shape, **kwargs)
