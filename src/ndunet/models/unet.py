@@ -45,8 +45,10 @@ class UNet(PretrainedMixin, nn.Module):
     """U-Net for ``(B, in_channels, *spatial)`` inputs with ``spatial_dims`` spatial axes.
 
     Encoder level ``i`` has ``num_res_blocks[i]`` blocks of width ``channels[i]`` (any positive
-    widths, in any order: a 1x1 conv adapts channels wherever they change), then halves the
-    resolution; a bottleneck (block, attention, block) follows and the decoder mirrors the encoder.
+    widths, in any order: a 1x1 conv adapts channels wherever they change), then down-samples
+    (halves every size, or divides each axis by its ``strides`` entry: nnU-Net-style anisotropic
+    levels, with per-level, per-axis ``kernel_sizes``); a bottleneck (block, attention, block)
+    follows and the decoder mirrors the encoder.
     ``skip_connections="block"`` keeps a skip after every encoder block (ADM/diffusers layout,
     ``num_res_blocks + 1`` decoder blocks per level); ``"level"`` keeps one per level (the classic
     U-Net, https://arxiv.org/abs/1505.04597). Spatial sizes that are not multiples of the
