@@ -86,6 +86,20 @@ def test_linear_unscaled_is_the_seed_projects_schedule():
     torch.testing.assert_close(get_betas("linear", 1000), get_betas("linear_unscaled", 1000))
 
 
+def test_linear_unscaled_round_trips_through_a_run_folder(tmp_path):
+    from ndunet import Diffusion, UNet
+    from ndunet.training import DiffusionTrainer, load_run
+
+    net = UNet(2, 1, 1, channels=(4, 8), num_groups=2, time_embedding=True)
+    DiffusionTrainer(
+        Diffusion(net, timesteps=30, schedule="linear_unscaled"), torch.rand(8, 1, 8, 8) * 2 - 1,
+        out_dir=tmp_path / "run", max_steps=1, batch_size=4, progress=False, plot=False,
+    ).fit()  # fmt: skip
+    loaded = load_run(tmp_path / "run").diffusion
+    assert loaded.config.schedule == "linear_unscaled"
+    torch.testing.assert_close(loaded.schedule.betas, get_betas("linear_unscaled", 30))
+
+
 def test_unknown_schedule_lists_valid_names():
     with pytest.raises(ValueError, match=r"got 'cosin'") as err:
         get_betas("cosin", 10)
