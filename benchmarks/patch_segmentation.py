@@ -20,7 +20,7 @@ augmentation. Dice is the foreground Dice over all voxels of the held-out volume
 taken here with numpy, after whole-volume sliding-window inference (overlap 0.5, Gaussian).
 
     PYTHONPATH=src python benchmarks/patch_segmentation.py [--seconds 120] [--threads 2]
-        [--monai-path /tmp/monai] [--tiny]
+        [--monai-path /tmp/monai] [--seed 0] [--tiny]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def dice(preds: list[np.ndarray], targets: list[np.ndarray]) -> float:
     return 2 * tp / (2 * tp + fp + fn)
 
 
-def run_ndunet(case: str, seconds: float, tiny: bool) -> dict:
+def run_ndunet(case: str, seconds: float, tiny: bool, seed: int) -> dict:
     from ndunet.data.patches import PatchDataset
     from ndunet.inference import sliding_window_inference
     from ndunet.models import UNet, UNetConfig
@@ -87,13 +87,13 @@ def run_ndunet(case: str, seconds: float, tiny: bool) -> dict:
 
     four = case == "ndunet-4d"
     make = blobs_4d if four else blobs_3d
-    train, val = make(8, 0, tiny), make(3, 1, tiny)
+    train, val = make(8, 10 * seed, tiny), make(3, 10 * seed + 1, tiny)
     patch = (12,) * 4 if four else ((24, 24, 6) if tiny else (48, 48, 12))
     channels = (8, 16) if four else (16, 32, 64)
     # the classic U-Net (two conv-norm-act per level, one skip per level), as nnU-Net's
     cfg = UNetConfig(spatial_dims=len(patch), in_channels=1, out_channels=1, channels=channels,
                      num_res_blocks=1, num_groups=8, block="plain", skip_connections="level")  # fmt: skip
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = UNet(cfg)
 
     class CpuBudget(Callback):
@@ -108,7 +108,7 @@ def run_ndunet(case: str, seconds: float, tiny: bool) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SupervisedTrainer(
-            model, PatchDataset(train, patch, patches_per_volume=4, seed=0), None,
+            model, PatchDataset(train, patch, patches_per_volume=4, seed=seed), None,
             loss="dice_ce", metrics=(), out_dir=tmp, epochs=100_000, batch_size=2, lr=1e-3,
             save_checkpoints=False, plot=False, device="cpu", progress=False,
             log_every_steps=1000, callbacks=[CpuBudget()],
@@ -127,15 +127,15 @@ def run_ndunet(case: str, seconds: float, tiny: bool) -> dict:
     return {"steps": trainer.step, "cpu": cpu, "wall": wall, "dice": score, "params": params}
 
 
-def run_monai(seconds: float, tiny: bool) -> dict:
+def run_monai(seconds: float, tiny: bool, seed: int) -> dict:
     from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
     from monai.networks.nets import DynUNet
     from monai.transforms import RandCropByPosNegLabeld
 
-    train, val = blobs_3d(8, 0, tiny), blobs_3d(3, 1, tiny)
+    train, val = blobs_3d(8, 10 * seed, tiny), blobs_3d(3, 10 * seed + 1, tiny)
     patch = (24, 24, 6) if tiny else (48, 48, 12)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     # nnU-Net's choice for spacing (1, 1, 4): no pooling and 2-D kernels along the thick axis
     model = DynUNet(
         3, 1, 1, kernel_size=[[3, 3, 1], [3, 3, 3], [3, 3, 3]],
@@ -143,10 +143,10 @@ def run_monai(seconds: float, tiny: bool) -> dict:
         filters=[16, 32, 64], norm_name="instance", res_block=True,
     )  # fmt: skip
     crop = RandCropByPosNegLabeld(["image", "label"], "label", patch, pos=1, neg=2, num_samples=4)
-    crop.set_random_state(0)
+    crop.set_random_state(seed)
     loss_fn = DiceCELoss(sigmoid=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    steps, order = 0, np.random.default_rng(0)
+    steps, order = 0, np.random.default_rng(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     while time.process_time() - c0 < seconds:
@@ -175,9 +175,12 @@ def run_monai(seconds: float, tiny: bool) -> dict:
     return {"steps": steps, "cpu": cpu, "wall": wall, "dice": score, "params": params}
 
 
-def child(case: str, seconds: float, threads: int, tiny: bool) -> None:
+def child(case: str, seconds: float, threads: int, tiny: bool, seed: int) -> None:
     torch.set_num_threads(threads)
-    result = run_monai(seconds, tiny) if case == "monai-3d" else run_ndunet(case, seconds, tiny)
+    if case == "monai-3d":
+        result = run_monai(seconds, tiny, seed)
+    else:
+        result = run_ndunet(case, seconds, tiny, seed)
     result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps(result))
 
@@ -188,25 +191,29 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--monai-path", help="a folder to put on PYTHONPATH for MONAI (optional)")
     p.add_argument("--tiny", action="store_true", help="small volumes and a few seconds (smoke)")
+    p.add_argument("--seed", type=int, default=0, help="data, initialisation and crops")
     p.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     args = p.parse_args()
     seconds = 3.0 if args.tiny else args.seconds
     if args.child:
-        child(args.child, seconds, args.threads, args.tiny)
+        child(args.child, seconds, args.threads, args.tiny, args.seed)
         return
     paths = [str(ROOT / "src"), *([args.monai_path] if args.monai_path else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": str(args.threads)}
     rows = {}
     for case in CASES:
-        cmd = [sys.executable, __file__, "--child", case, "--seconds", str(seconds),
-               "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])  # fmt: skip
+        cmd = [sys.executable, __file__, "--child", case, "--seconds", str(seconds)]
+        cmd += ["--threads", str(args.threads), "--seed", str(args.seed)]
+        cmd += ["--tiny"] if args.tiny else []
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             print(f"{case}: skipped ({last})")
             continue
         rows[case] = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"\nbudget: {seconds:g} s of training CPU time per row, {args.threads} threads")
+    print(
+        f"\nbudget: {seconds:g} s of training CPU time per row, {args.threads} threads, seed {args.seed}"
+    )
     head = f"{'case':<10} {'params':>8} {'steps':>6} {'cpu s':>6} {'wall s':>7} {'Dice':>6}"
     print(head + f" {'vs MONAI':>8} {'peak RSS MiB':>12}")
     ref = rows.get("monai-3d", {}).get("dice")
