@@ -136,7 +136,7 @@ def test_predict_never_overwrites_and_checks_before_work(case, tmp_path, capsys)
 
 
 def test_regression_run_writes_values_of_a_channel_first_npy(tmp_path, capsys):
-    denoise = RUN.replace('n = 4\n', 'n = 4\ntask = "denoising"\n').replace(
+    denoise = RUN.replace("n = 4\n", 'n = 4\ntask = "denoising"\n').replace(
         "max_steps = 2", "max_steps = 1"
     )
     (tmp_path / "run.toml").write_text(denoise)
