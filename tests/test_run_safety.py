@@ -216,3 +216,24 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
         resolve_device("auto", local_rank=1)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+
+
+def test_compiled_training_keeps_eager_checkpoints_and_resumes(tmp_path, monkeypatch):
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(module, **kw):  # the wiring, without a C++ toolchain in the test
+        calls.append(kw)
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    data = NaNAt(16, bad=set())
+    common = dict(loss="mse", metrics=(), out_dir=str(tmp_path / "r"), batch_size=8, **QUIET)
+    SupervisedTrainer(bn_model(), data, epochs=1, compile=True, compile_mode="reduce-overhead",
+                      **common).fit()  # fmt: skip
+    assert calls == [{"mode": "reduce-overhead"}]
+    saved = load_checkpoint(tmp_path / "r").model_state
+    assert set(saved) == set(bn_model().state_dict())  # the eager model's names
+    tr = SupervisedTrainer(bn_model(), data, epochs=2, resume=True, **common)  # eager resume
+    tr.fit()
+    assert tr.step == 4

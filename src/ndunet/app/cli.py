@@ -36,6 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ndunet.app.run_data import data_records
     from ndunet.files import safe_write_text, safe_write_with
 
+    if args.compile:
+        args.set = [*args.set, "trainer.compile=true"]
     cfg = load_config(args.config, args.set)
     given = cfg.trainer_table.get("out_dir")
     out_dir = Path(args.out or given or Path("runs") / Path(args.config).stem)
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: continue although [model] or [diffusion] differ from the run's",
     )
     _add_set(t)
+    t.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (trainer.compile)"
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 

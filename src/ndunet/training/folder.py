@@ -17,7 +17,7 @@ FREE_ON_RESUME = frozenset(
         "out_dir", "epochs", "max_steps", "time_limit", "device", "num_workers",
         "log_every_steps", "plot", "tensorboard", "sample_every", "sample_n", "keep_last",
         "save_every_steps", "save_checkpoints", "val_every", "val_every_steps",
-        "val_roi_size", "val_overlap", "val_sw_batch_size", "val_mode",
+        "val_roi_size", "val_overlap", "val_sw_batch_size", "val_mode", "compile", "compile_mode",
     }
 )  # fmt: skip
 

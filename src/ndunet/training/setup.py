@@ -97,6 +97,8 @@ class SetupMixin:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.module, device_ids=ids)
+        if cfg.compile:  # compiles what the steps call; the weights stay the module's own
+            self.ddp = torch.compile(self.ddp, mode=cfg.compile_mode)
         self._setup_steps()
         main = self.dist.is_main
         self.writer = CheckpointWriter(self.out_dir, cfg.keep_last, cfg.save_checkpoints and main)

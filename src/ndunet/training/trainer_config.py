@@ -15,6 +15,7 @@ Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["constant", "cosine"]
 NanPolicy = Literal["raise", "skip"]
 BestMode = Literal["auto", "min", "max"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 BlendMode = Literal["constant", "gaussian"]
 
 DEFAULT_EPOCHS = 10  # when neither epochs, max_steps nor time_limit bounds training
@@ -58,6 +59,9 @@ class TrainerConfig(Config):
     grad_accum: int = 1
     grad_clip: float = 0.0  # max global grad norm (0: off)
     amp: Amp = "none"
+    # torch.compile the training forward (opt in; checkpoints stay those of the eager model)
+    compile: bool = False
+    compile_mode: CompileMode = "default"
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), or any torch device string
     # data
     num_workers: int = 0  # > 0: each sample loads under RNGs seeded by (seed, epoch, index)
