@@ -237,3 +237,15 @@ def test_compiled_training_keeps_eager_checkpoints_and_resumes(tmp_path, monkeyp
     tr = SupervisedTrainer(bn_model(), data, epochs=2, resume=True, **common)  # eager resume
     tr.fit()
     assert tr.step == 4
+
+
+def test_a_pickle_given_as_the_run_file_is_a_config_error(tmp_path, capsys):
+    import pickle
+
+    for name in ("cfg.toml", "cfg.json", "cfg.pkl"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps({"model": [1, 2, 3], "x": object.__name__}))
+        assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and str(path) in err
+    assert not (tmp_path / "run").exists()
