@@ -12,7 +12,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from . import conditioning, losses, process
+from . import conditioning, losses, parameterization, process
 from .config import DiffusionConfig
 from .denoise import Model, call_model, eval_mode, guided_output, make_denoiser, replacement
 from .processes import Grid, build_process
@@ -37,7 +37,7 @@ class Diffusion(nn.Module):
         model: Model,
         timesteps: int = 1000,
         schedule: ScheduleName = "cosine",
-        prediction: Any = "v",
+        prediction: parameterization.Prediction = "v",
         loss: losses.LossName = "l2",
         loss_weighting: losses.Weighting = "min_snr",
         min_snr_gamma: float = 5.0,
