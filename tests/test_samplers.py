@@ -19,6 +19,7 @@ from ndunet.diffusion import SAMPLERS, Diffusion, sample_timesteps
 S = 0.3  # data standard deviation
 T = 1000
 SHAPES = {"1d": (1, 16), "2d": (2, 4, 4), "4d": (1, 2, 2, 2, 2)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: threads only spin
 
 
 def cosine_abar(T: int, s: float = 0.008) -> np.ndarray:
@@ -354,7 +355,7 @@ NEW_SAMPLERS = {"euler": 50, "euler_a": 150, "heun": 25, "dpm++2m_sde": 60, "uni
 
 @pytest.mark.parametrize("sampler", list(NEW_SAMPLERS))
 @pytest.mark.parametrize("shape_id", list(SHAPES))
-def test_new_samplers_reproduce_a_gaussian_mixture(sampler, shape_id, one_thread):
+def test_new_samplers_reproduce_a_gaussian_mixture(sampler, shape_id):
     import _mixture as M
 
     d = Diffusion(M.gaussian_model("v"))
@@ -367,7 +368,7 @@ def test_new_samplers_reproduce_a_gaussian_mixture(sampler, shape_id, one_thread
 
 
 @pytest.mark.parametrize(("sampler", "low"), [("euler", 0.85), ("dpm++2m", 1.8), ("unipc", 1.9)])
-def test_order_of_convergence_on_the_discrete_schedule(sampler, low, one_thread, monkeypatch):
+def test_order_of_convergence_on_the_discrete_schedule(sampler, low, monkeypatch):
     import _mixture as M
     from test_flow import Net, observed_orders
 
