@@ -1,4 +1,4 @@
-"""The ``ndunet`` command (also ``python -m ndunet``): demo, train, sample, predict, summary.
+"""The ``ndunet`` command (also ``python -m ndunet``): demo, train, sample, predict, plan, summary.
 Argument parsing only; what each command does is in commands.py.
 
 User mistakes (a bad config, a run folder that is not empty, a missing checkpoint) end with one
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ndunet.app.commands import (
     UsageError,
     cmd_demo,
+    cmd_plan,
     cmd_predict,
     cmd_sample,
     cmd_summary,
@@ -158,6 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_predict)
+
+    pl = sub.add_parser(
+        "plan",
+        help="plan a segmentation run for a memory budget (nnU-Net's rules, any N)",
+        description="Fingerprint the training volumes (shapes, spacings, intensities, "
+        "foreground, classes), choose per-axis pooling and kernels, a patch and a batch size "
+        "whose training step fits --memory (measured on --device), and write a run file that "
+        "'ndunet train' takes. An existing --out is never overwritten.",
+    )
+    pl.add_argument("data", metavar="DATA", help="folder (or file) of image volumes")
+    pl.add_argument("--memory", required=True, help="budget of one training step, e.g. 8GiB")
+    pl.add_argument("--labels", help="folder of class-map label files named like the images")
+    pl.add_argument("--spatial-dims", type=int, help="spatial axes, where the files do not say")
+    pl.add_argument("--channel-axis", type=int, help="the images' channel axis, if any")
+    pl.add_argument("--out", default="plan.toml", help="run file to write (default plan.toml)")
+    pl.add_argument("--device", default="auto", help="where to measure: auto (cuda, else cpu)")
+    pl.add_argument("--no-verify", action="store_true", help="trust the estimate; measure nothing")
+    pl.add_argument("--base-channels", type=int, default=32, help="first level's width (32)")
+    pl.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    pl.set_defaults(func=cmd_plan)
 
     m = sub.add_parser(
         "summary",

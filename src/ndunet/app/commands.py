@@ -221,6 +221,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import torch
+
+    from ndunet.files import safe_write_text
+    from ndunet.planning import PlannerConfig, fingerprint, parse_bytes, plan
+    from ndunet.planning.run_file import plan_summary, run_config, to_toml
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    out = Path(args.out)
+    if out.exists() or out.is_symlink():
+        raise UsageError(f"--out {str(out)!r} exists; ndunet never overwrites files")
+    if args.labels is None:
+        raise UsageError(
+            "--labels DIR is needed: the plan is a supervised segmentation run (label files "
+            "named like the images, integer classes)"
+        )
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto if args.device == "auto" else args.device
+    try:
+        memory = parse_bytes(args.memory)
+        options = PlannerConfig(
+            base_channels=args.base_channels, verify=not args.no_verify, device=device
+        )
+        fp = fingerprint(
+            args.data, labels=args.labels, spatial_dims=args.spatial_dims,
+            channel_axis=args.channel_axis,
+        )  # fmt: skip
+        if options.verify:
+            where = "the GPU" if device.startswith("cuda") else "the CPU (--no-verify: none)"
+            print(f"{len(fp.shapes)} volumes fingerprinted; training steps measured on {where}:")
+        planned = plan(fp, memory, options, log=lambda line: print(f"  {line}"))
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    header = f"ndunet plan {args.data} --memory {args.memory}: train with 'ndunet train {out.name}'"
+    text = to_toml(run_config(planned, out.parent), header=header)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    safe_write_text(out, text, overwrite=False)
+    print(plan_summary(planned))
+    print(f"\nrun file: {out.resolve()}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from ndunet.app.assemble import build_datasets, build_model
     from ndunet.model_summary import summary
