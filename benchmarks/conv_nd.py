@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from ndunet.layers import ConvNd, ConvTransposeNd
+from ndunet.planning import peak_bytes as _peak_bytes
 
 # ----------------------------------------------------------------------------------------------
 # (b): the per-frame reference (pytorch_convNd's approach)
@@ -183,35 +183,9 @@ def conv_transpose_impls(n: int, batch: int, ch: int, size: int) -> list[Impl]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _allocations(prof: profile) -> list:
-    """The allocator events recorded by the profiler, in time order."""
-    found = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if hasattr(node.extra_fields, "alloc_size"):
-            found.append(node)
-        stack.extend(node.children)
-    return sorted(found, key=lambda e: e.start_time_ns)
-
-
 def peak_bytes(fn: Callable[[], object]) -> int:
-    """Most bytes of torch tensors alive at once while ``fn`` runs, above the start level (the
-    CUDA allocator's own peak on a GPU, the profiler's allocation events on the CPU)."""
-    if torch.get_default_device().type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = _allocations(prof)
-    if not events:
-        return 0
-    start = events[0].extra_fields.total_allocated - events[0].extra_fields.alloc_size
-    return max(e.extra_fields.total_allocated for e in events) - start
+    """Most bytes of torch tensors alive at once while ``fn`` runs, above the start level."""
+    return _peak_bytes(fn, torch.get_default_device())
 
 
 def check_peak_method() -> None:
