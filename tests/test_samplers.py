@@ -376,3 +376,24 @@ def test_order_of_convergence_on_the_discrete_schedule(sampler, low, monkeypatch
     d = Diffusion(Net(M.gaussian_model("v")))
     orders = observed_orders(d, sampler, steps=(8, 16, 32))
     assert all(low <= p <= low + 1.6 for p in orders), orders
+
+
+def test_noise_follows_the_generator_device_then_moves():
+    from ndunet.rng import randn
+
+    a = randn((2, 3), generator=torch.Generator().manual_seed(4), device="meta")
+    assert a.device.type == "meta" and a.shape == (2, 3)
+    b = randn((2, 3), generator=torch.Generator().manual_seed(4), device="cpu")
+    assert torch.equal(b, torch.randn(2, 3, generator=torch.Generator().manual_seed(4)))
+
+
+@pytest.mark.gpu
+def test_a_cpu_generator_samples_a_cuda_model_as_on_the_cpu():
+    from ndunet import UNet
+    from ndunet.diffusion import Diffusion
+
+    torch.manual_seed(0)
+    d = Diffusion(UNet(1, 1, 1, channels=(4, 8), num_groups=2, time_embedding=True), timesteps=20)
+    cpu = d.sample(2, (1, 8), steps=3, generator=torch.Generator().manual_seed(1))
+    gpu = d.cuda().sample(2, (1, 8), steps=3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)

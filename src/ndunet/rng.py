@@ -46,3 +46,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def randn(
+    shape: tuple[int, ...] | torch.Size,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Standard normal noise on ``device``, drawn by ``generator`` on the generator's own device:
+    a CPU generator seeds a CUDA model's sampling, and gives the same noise on every device."""
+    if generator is None or torch.device(device or "cpu") == generator.device:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return noise.to(device)

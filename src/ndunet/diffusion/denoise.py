@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ndunet.rng import randn
+
 from . import conditioning, parameterization
 from .config import DiffusionConfig
 from .processes import Grid, Process
@@ -127,7 +129,7 @@ def replacement(
         if t_next < 0:
             return m * known + (1 - m) * x
         a = float(alphas_cumprod[t_next])
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return m * (math.sqrt(a) * known + math.sqrt(1 - a) * noise) + (1 - m) * x
 
     return replace

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ndunet.rng import randn
+
 Denoiser = Callable[[Tensor, int], tuple[Tensor, Tensor]]
 PostStep = Callable[[Tensor, int], Tensor]
 Callback = Callable[[int, int, Tensor, Tensor], None]
@@ -83,7 +85,7 @@ def steps_of(timesteps: Sequence[int], progress: bool) -> Iterable[tuple[int, in
 
 def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise shaped like ``x`` from ``generator``."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def nearest_index(alphas_cumprod: Tensor, abar: float) -> int:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ndunet.rng import randn
+
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
@@ -238,7 +240,7 @@ class Diffusion(nn.Module):
         options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
         plan = self._plan(shape, batch_size, options)
         device, dtype = self._device_dtype(plan.model, device)
-        x = torch.randn((batch_size, *shape), generator=plan.generator, device=device, dtype=dtype)
+        x = randn((batch_size, *shape), generator=plan.generator, device=device, dtype=dtype)
         mask = torch.zeros_like(x) if self.config.condition == "mask" else None
         return self._run(x, self._on(plan, device), None, mask)
 
@@ -269,9 +271,7 @@ class Diffusion(nn.Module):
             sampler = "ddpm"
         options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
         plan = self._on(self._plan(tuple(known.shape[1:]), known.shape[0], options), known.device)
-        x = torch.randn(
-            known.shape, generator=plan.generator, device=known.device, dtype=known.dtype
-        )
+        x = randn(known.shape, generator=plan.generator, device=known.device, dtype=known.dtype)
         if imputer:
             return self._run(x, plan._replace(cond=known), None, m)
         replace = replacement(known, m, plan.grid.alphas_cumprod, plan.generator)
