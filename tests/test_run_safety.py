@@ -249,3 +249,29 @@ def test_a_pickle_given_as_the_run_file_is_a_config_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "Traceback" not in err and str(path) in err
     assert not (tmp_path / "run").exists()
+
+
+def _rewrite_json(folder, name, edit):
+    """Edit a checkpoint's JSON file and update its manifest entry to match."""
+    path = folder / name
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_run_saved_before_newer_options_resumes_as_it_was(tiny_run, caplog):
+    old = tiny_run / "old"
+    shutil.copytree(tiny_run / "run", old)
+
+    def forget(cfg):  # as written by an ndunet that had none of these options yet
+        del cfg["diffusion"]["config"]["sampler"], cfg["trainer"]["compile"]
+        del cfg["model"]["config"]["attention_gates"]
+
+    _rewrite_json(old / "checkpoints" / "last", "config.json", forget)
+    args = ["train", str(tiny_run / "tiny.toml"), "--out", str(old), "--resume", "--quiet"]
+    with caplog.at_level(logging.WARNING, logger="ndunet.training"):
+        assert main([*args, "--set", "trainer.max_steps=3"]) == 0
+    assert "not an exact continuation" not in caplog.text

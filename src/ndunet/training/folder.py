@@ -3,6 +3,7 @@ restoring a trainer from a checkpoint folder (refusing one whose model was confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,38 @@ def _differences(saved: Any, now: Any, prefix: str) -> dict[str, tuple[Any, Any]
     return {} if saved == now else {prefix: (saved, now)}
 
 
+def _with_defaults(saved: dict[str, Any], classes: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` (a config.json) with each section's missing options set to their defaults."""
+    out = dict(saved)
+    for section, cls in classes.items():
+        entry = saved.get(section)
+        if cls is None or not isinstance(entry, dict) or not dataclasses.is_dataclass(cls):
+            continue
+        defaults = {
+            f.name: _json_ready(f.default)
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
+        defaults.update(
+            {
+                f.name: _json_ready(f.default_factory())
+                for f in dataclasses.fields(cls)
+                if f.default_factory is not dataclasses.MISSING
+            }
+        )
+        if section == "trainer":
+            out[section] = {**defaults, **entry}
+        elif isinstance(entry.get("config"), dict):
+            out[section] = {**entry, "config": {**defaults, **entry["config"]}}
+    return out
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
 class FolderMixin:
     """What a trainer writes as config.json, and how it resumes from a checkpoint folder."""
 
@@ -56,6 +89,7 @@ class FolderMixin:
         """Refuse to resume weights trained as another model or diffusion (unless the trainer was
         built with allow_changes=True); warn when a trainer setting changes the computation."""
         now = self.describe_run()
+        saved = _with_defaults(saved, self._config_classes())
         changed = {}
         for section in ("model", "diffusion"):
             diff = _differences(saved.get(section), now[section], section)
@@ -77,6 +111,16 @@ class FolderMixin:
                 "resuming with changed settings %s (saved, now): the run is not an exact continuation",
                 {**changed, **settings},
             )
+
+    def _config_classes(self) -> dict[str, Any]:
+        """The config class of each section (their defaults stand in for options a run saved
+        by an older ndunet does not record)."""
+        diffusion = getattr(getattr(self.module, "config", None), "__class__", None)
+        return {
+            "model": getattr(type(self.network), "config_class", None),
+            "diffusion": diffusion if self.diffusion_entry() is not None else None,
+            "trainer": type(self.config),
+        }
 
     def restore_checkpoint(self, path: Path) -> None:
         """Load a verified checkpoint folder into a trainer whose fit() set-up is done: weights,
