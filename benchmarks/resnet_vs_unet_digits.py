@@ -11,8 +11,9 @@ trainer (AdamW, cosine schedule, batch 64, equal epochs) and seeds for every row
   the digits are 2x2 when the first stage sees them).
 
 Prints test accuracy (mean and min over seeds), parameters, training seconds (the fastest of the
-seeds' runs, the least disturbed on a shared machine) and the time ratio to the U-Net row. ``--epochs``/``--seeds`` scale the run (defaults: 10 epochs, seeds
-0 1 2; about 3 minutes on an idle 2-core CPU, 5-20x longer while other jobs share it).
+seeds' runs, the least disturbed on a shared machine) and the time ratio to the U-Net row.
+``--epochs``/``--seeds`` scale the run (defaults: 10 epochs, seeds 0 1 2; about 3 minutes on
+an idle 2-core CPU, 5-20x longer while other jobs share it).
 
     python benchmarks/resnet_vs_unet_digits.py [--epochs 10] [--seeds 0 1 2] [--threads 2]
 """
