@@ -8,10 +8,7 @@ anything is written, the target is refused (UnsafePathError) when it, or any fol
 (a run folder on another disk): the user chose it.
 
 Deletion (`remove_tree`) refuses the same way: a link is never followed and never deleted.
-Callers decide what a refusal means (the checkpoint pruner skips such an entry with a warning).
-
-The checks run before the write; they guard against links already there (the user's, a copied
-folder's), not against another process racing to plant one.
+The checks guard against links already there, not against a process racing to plant one.
 """
 
 from __future__ import annotations
