@@ -12,7 +12,12 @@ on a shared machine hits them alike; the table reports the median step time. On 
 shared CPU, ``--threads 1`` gives steadier (and often faster) numbers: spinning OpenMP threads
 of an oversubscribed pool cost more than they add.
 
-    PYTHONPATH=src python benchmarks/unet_step.py [--rounds 6] [--device cuda --amp bf16]
+    PYTHONPATH=src python benchmarks/unet_step.py [--rounds 6] [--device cuda --amp fp32,bf16]
+
+On a GPU, ``--amp fp32,bf16`` runs every row in both precisions and ends with the issue's
+summary: our bf16 speed-up over our fp32, ours against the faster peer in each precision, and
+(``--compile``) the share of the card's bf16 matrix rate, measured in the same run with one
+8192^3 bf16 matrix product.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -36,7 +42,7 @@ from ndunet.models.unet import UNet
 class Entry:
     name: str
     model: nn.Module
-    call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    forward: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     times: list[float] = field(default_factory=list)
     flops: int = 0
     error: str = ""
@@ -46,7 +52,7 @@ def ours(spatial_dims: int, channels: tuple[int, ...], attn: tuple[bool, ...]) -
     model = UNet(spatial_dims, 3 if spatial_dims == 2 else 1, 3 if spatial_dims == 2 else 1,
                  channels=channels, num_res_blocks=2, attention_levels=attn, time_embedding=True,
                  attention_head_dim=32)  # fmt: skip
-    return Entry("ndunet.UNet", model, lambda x, t: model(x, t))
+    return Entry("ndunet.UNet", model, lambda m, x, t: m(x, t))
 
 
 def diffusers_2d() -> Entry:
@@ -59,7 +65,7 @@ def diffusers_2d() -> Entry:
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         resnet_time_scale_shift="scale_shift",  # the same FiLM conditioning as ours
     )  # fmt: skip
-    return Entry("diffusers.UNet2DModel", model, lambda x, t: model(x, t).sample)
+    return Entry("diffusers.UNet2DModel", model, lambda m, x, t: m(x, t).sample)
 
 
 def monai(spatial_dims: int, channels: tuple[int, ...], attn: tuple[bool, ...]) -> Entry:
@@ -70,26 +76,33 @@ def monai(spatial_dims: int, channels: tuple[int, ...], attn: tuple[bool, ...]) 
         spatial_dims=spatial_dims, in_channels=c, out_channels=c, num_res_blocks=2,
         channels=channels, attention_levels=attn, norm_num_groups=32, num_head_channels=32,
     )  # fmt: skip
-    return Entry("monai.DiffusionModelUNet", model, lambda x, t: model(x, t))
+    return Entry("monai.DiffusionModelUNet", model, lambda m, x, t: m(x, t))
 
 
 def build(factory: Callable[[], Entry], name: str) -> Entry:
     try:
         return factory()
     except Exception as exc:  # a peer that is not installed is reported, not fatal
-        return Entry(name, nn.Identity(), lambda x, t: x, error=f"{type(exc).__name__}: {exc}"[:70])
+        return Entry(
+            name, nn.Identity(), lambda m, x, t: x, error=f"{type(exc).__name__}: {exc}"[:70]
+        )
 
 
-def step_fn(entry: Entry, x: torch.Tensor, t: torch.Tensor, amp: str | None) -> Callable[[], None]:
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def step_fn(
+    entry: Entry, module: nn.Module, x: torch.Tensor, t: torch.Tensor, amp: str
+) -> Callable[[], None]:
     opt = torch.optim.Adam(entry.model.parameters(), lr=1e-4)
     target = torch.randn_like(x)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+    dtype = DTYPES[amp]
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         ctx = torch.autocast(x.device.type, dtype) if dtype else contextlib.nullcontext()
         with ctx:
-            out = entry.call(x, t)
+            out = entry.forward(module, x, t)
         loss = nn.functional.mse_loss(out.float(), target)
         loss.backward()
         opt.step()
@@ -102,13 +115,45 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def matrix_rate(device: torch.device) -> float:
+    """Measured bf16 matrix-product rate (FLOP/s) of the device: one 8192^3 product, the mean of
+    ten after three warm-ups (the figure the issue's '% of the matrix rate' target is against)."""
+    if device.type != "cuda":
+        return float("nan")
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    return 10 * 2 * 8192**3 / (time.perf_counter() - start)
+
+
+@dataclass
+class Result:
+    row: str
+    amp: str
+    name: str
+    sec: float
+    flops: int
+
+
 def run_row(
-    title: str, entries: list[Entry], shape: tuple[int, ...], args: argparse.Namespace
-) -> None:
+    title: str,
+    factories: list[tuple[Callable[[], Entry], str]],
+    shape: tuple[int, ...],
+    amp: str,
+    args: argparse.Namespace,
+) -> list[Result]:
     device = torch.device(args.device)
+    entries = [build(f, name) for f, name in factories]
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
     t = torch.randint(0, 1000, (shape[0],), device=device)
+    fmt = None
     if args.channels_last and len(shape) in (4, 5):
         fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
         x = x.contiguous(memory_format=fmt)
@@ -116,15 +161,16 @@ def run_row(
     steps = {}
     for e in live:
         e.model.to(device).train()
-        if args.channels_last and len(shape) in (4, 5):
+        if fmt is not None:
             e.model.to(memory_format=fmt)
-        steps[e.name] = step_fn(e, x, t, args.amp)
         with FlopCounterMode(display=False) as counter:  # forward + backward, no optimizer
-            out = e.call(x, t)
+            out = e.forward(e.model, x, t)
             out.float().square().mean().backward()
         e.flops = counter.get_total_flops()
         e.model.zero_grad(set_to_none=True)
-        for _ in range(args.warmup):
+        module = torch.compile(e.model, mode=args.compile_mode) if args.compile else e.model
+        steps[e.name] = step_fn(e, module, x, t, amp)
+        for _ in range(args.warmup + (2 if args.compile else 0)):
             steps[e.name]()
     for _ in range(args.rounds):  # interleave: shared-CPU load hits every model alike
         for e in live:
@@ -133,25 +179,84 @@ def run_row(
             steps[e.name]()
             sync(device)
             e.times.append(time.perf_counter() - start)
-    print(f"\n{title}   input {tuple(shape)}   device {args.device}"
-          f"{'  autocast ' + args.amp if args.amp else ''}   median of {args.rounds} steps")  # fmt: skip
+    how = f"autocast {amp}" if DTYPES[amp] else amp
+    how += (" channels_last" if fmt is not None else "") + (" compiled" if args.compile else "")
+    print(f"\n{title}   input {tuple(shape)}   device {args.device}   {how}"
+          f"   median of {args.rounds} steps")  # fmt: skip
     head = f"{'model':<26}{'params':>9}{'GFLOP/step':>12}{'ms/step':>10}{'img/s':>9}{'GFLOP/s':>9}"
     print(head + f"{'ours/theirs':>13}")
     print("-" * (len(head) + 13))
     ref = next((e for e in live if e.name == "ndunet.UNet"), None)
+    results = []
     for e in entries:
         if e.error:
             print(f"{e.name:<26}  unavailable: {e.error}")
             continue
         sec = statistics.median(e.times)
+        results.append(Result(title, amp, e.name, sec, e.flops))
         params = sum(p.numel() for p in e.model.parameters()) / 1e6
         ratio = ""
         if ref is not None and e is not ref:
-            ratio = f"{statistics.median(e.times) / statistics.median(ref.times):.2f}x"
-        print(f"{e.name:<26}{params:>8.2f}M{e.flops / 1e9:>12.1f}{sec * 1e3:>10.0f}"
+            ratio = f"{sec / statistics.median(ref.times):.2f}x"
+        print(f"{e.name:<26}{params:>8.2f}M{e.flops / 1e9:>12.1f}{sec * 1e3:>10.1f}"
               f"{shape[0] / sec:>9.2f}{e.flops / sec / 1e9:>9.1f}{ratio:>13}")  # fmt: skip
     for e in live:
         e.model.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+def summary(results: list[Result], amps: list[str], rate: float, device: str) -> None:
+    """Per row: our low-precision speed-up over our fp32, ours against the faster peer in each
+    precision, and the share of the measured bf16 matrix rate."""
+    print(f"\nsummary on {device}"
+          + (f", measured bf16 matrix rate {rate / 1e12:.0f} TFLOP/s" if rate == rate else ""))  # fmt: skip
+    print(f"{'row':<28}{'precision':>10}{'ours ms':>9}{'vs own fp32':>12}"
+          f"{'faster peer ms':>16}{'peer/ours':>10}{'% matrix rate':>15}")  # fmt: skip
+    for row in dict.fromkeys(r.row for r in results):
+        fp32 = next((r for r in results if (r.row, r.amp, r.name) == (row, "fp32", "ndunet.UNet")), None)  # fmt: skip
+        for amp in amps:
+            mine = [r for r in results if (r.row, r.amp, r.name) == (row, amp, "ndunet.UNet")]
+            if not mine:
+                continue
+            ours_r = mine[0]
+            peers = [r for r in results if r.row == row and r.amp == amp and r is not ours_r]
+            peer = min(peers, key=lambda r: r.sec, default=None)
+            speed = f"{fp32.sec / ours_r.sec:.2f}x" if fp32 is not None and amp != "fp32" else ""
+            pms = f"{peer.sec * 1e3:.1f}" if peer else "-"
+            pr = f"{peer.sec / ours_r.sec:.2f}x" if peer else "-"
+            share = f"{100 * ours_r.flops / ours_r.sec / rate:.1f}%" if rate == rate else "-"
+            print(f"{row[:27]:<28}{amp:>10}{ours_r.sec * 1e3:>9.1f}{speed:>12}{pms:>16}{pr:>10}{share:>15}")  # fmt: skip
+
+
+_C2, _A2 = (64, 128, 256, 256), (False, False, True, False)
+_C3, _A3 = (32, 64, 64), (False, False, True)
+_C4, _A4 = (16, 32, 32), (False, False, True)
+ROWS = {  # key: (title, [(factory, name)], input shape; the 2-D batch comes from --batch)
+    "2d": (
+        "2-D anchor",
+        [
+            (partial(ours, 2, _C2, _A2), "ndunet.UNet"),
+            (diffusers_2d, "diffusers.UNet2DModel"),
+            (partial(monai, 2, _C2, _A2), "monai.DiffusionModelUNet"),
+        ],
+        (16, 3, 32, 32),
+    ),
+    "3d": (
+        "3-D, channels (32, 64, 64)",
+        [
+            (partial(ours, 3, _C3, _A3), "ndunet.UNet"),
+            (partial(monai, 3, _C3, _A3), "monai.DiffusionModelUNet"),
+        ],
+        (1, 1, 32, 32, 32),
+    ),
+    "4d": (
+        "4-D, channels (16, 32, 32)",
+        [(partial(ours, 4, _C4, _A4), "ndunet.UNet")],
+        (1, 1, 12, 12, 12, 12),
+    ),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,33 +266,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=16, help="2-D batch size")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype")
+    p.add_argument("--amp", default="fp32", help="comma-separated precisions: fp32, bf16, fp16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for 2-D/3-D")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (max-autotune, ...)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
+    amps = args.amp.split(",")
+    for amp in amps:
+        if amp not in DTYPES:
+            p.error(
+                f"--amp={amp!r} is not valid; expected a comma-separated subset of {list(DTYPES)}"
+            )
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = their ms/step "
           "over ours (> 1: ours is faster; same workload and FLOPs within a few %)")  # fmt: skip
+    if args.device.startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}")
+    rate = matrix_rate(torch.device(args.device))
     rows = set(args.rows.split(","))
-    if "2d" in rows:
-        ch, attn = (64, 128, 256, 256), (False, False, True, False)
-        entries = [
-            build(lambda: ours(2, ch, attn), "ndunet.UNet"),
-            build(diffusers_2d, "diffusers.UNet2DModel"),
-            build(lambda: monai(2, ch, attn), "monai.DiffusionModelUNet"),
-        ]
-        run_row("2-D anchor", entries, (args.batch, 3, 32, 32), args)
-    if "3d" in rows:
-        ch, attn = (32, 64, 64), (False, False, True)
-        entries = [
-            build(lambda: ours(3, ch, attn), "ndunet.UNet"),
-            build(lambda: monai(3, ch, attn), "monai.DiffusionModelUNet"),
-        ]
-        run_row("3-D, channels (32, 64, 64)", entries, (1, 1, 32, 32, 32), args)
-    if "4d" in rows:
-        ch, attn = (16, 32, 32), (False, False, True)
-        run_row("4-D, channels (16, 32, 32)", [ours(4, ch, attn)], (1, 1, 12, 12, 12, 12), args)
+    results: list[Result] = []
+    for amp in amps:
+        for key, (title, factories, shape) in ROWS.items():
+            if key in rows:
+                shape = (args.batch, *shape[1:]) if key == "2d" else shape
+                results += run_row(title, factories, shape, amp, args)
+    summary(results, amps, rate, args.device)
     sys.stdout.flush()
 
 
