@@ -4,73 +4,66 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 
-import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
-from .stepping import (
-    Callback,
-    Denoiser,
-    PostStep,
-    abar_at,
-    finish_step,
-    log_snr,
-    noise_like,
-    steps_of,
-)
+from .stepping import Denoiser, Step, StepFn, log_snr, noise_like, sampler
+
+# update(x, x0_hat, x0_prev, h, h_prev, s) -> x_next: one step of a 2M solver, x0_prev None
+# when the step is first order
+Update = Callable[[Tensor, Tensor, "Tensor | None", float, float, Step], Tensor]
 
 
+def _multistep(denoise: Denoiser, update: Update) -> StepFn:
+    """The bookkeeping both 2M solvers share: the previous data prediction and log-SNR step, a
+    first-order step at the start and from pure noise, and the jump to clean data onto x0_hat."""
+    x0_prev: Tensor | None = None
+    h_prev = 0.0
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        nonlocal x0_prev, h_prev
+        x0, _ = denoise(x, s.t)
+        if s.t_next < 0:  # sigma_next == 0: the first-order step lands exactly on x0_hat
+            x = x0
+        else:
+            h = log_snr(s.a_n) - log_snr(s.a_t)
+            second = x0_prev is not None and math.isfinite(h_prev)  # from pure noise: first order
+            x = update(x, x0, x0_prev if second else None, h, h_prev, s)
+            h_prev = h
+        x0_prev = x0
+        return x, x0
+
+    return step
+
+
+@sampler()
 def dpmpp_2m(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: Generator | None
+) -> StepFn:
     """DPM-Solver++(2M) (Lu et al. 2022, https://arxiv.org/abs/2211.01095, algorithm 2).
 
     Multistep second order in the data prediction, in ``lambda = log(alpha / sigma)``; the first
     step and the final jump to clean data are first order. Deterministic (``eta`` unused).
     """
-    x0_prev: Tensor | None = None
-    h_prev = 0.0
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, _ = denoise(x, t)
-        if t_next < 0:  # sigma_next == 0: the first-order step lands exactly on x0_hat
-            x = x0
-        else:
-            a_t, a_n = abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next)
-            h = log_snr(a_n) - log_snr(a_t)
-            d = x0
-            if x0_prev is not None and math.isfinite(h_prev):  # from pure noise: first order
-                r = h_prev / h
-                d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-            ratio = math.sqrt((1.0 - a_n) / (1.0 - a_t))  # sigma_next / sigma_t
-            x = ratio * x - math.sqrt(a_n) * math.expm1(-h) * d
-            h_prev = h
-        x0_prev = x0
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-    return x
+
+    def update(
+        x: Tensor, x0: Tensor, x0_prev: Tensor | None, h: float, h_prev: float, s: Step
+    ) -> Tensor:
+        d = x0
+        if x0_prev is not None:
+            r = h_prev / h
+            d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
+        ratio = math.sqrt((1.0 - s.a_n) / (1.0 - s.a_t))  # sigma_next / sigma_t
+        return ratio * x - math.sqrt(s.a_n) * math.expm1(-h) * d
+
+    return _multistep(denoise, update)
 
 
+@sampler(default_eta=1.0)
 def dpmpp_2m_sde(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 1.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: Generator | None
+) -> StepFn:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, https://arxiv.org/abs/2211.01095, appendix; the
     "midpoint" form of k-diffusion's ``sample_dpmpp_2m_sde`` and diffusers).
 
@@ -82,25 +75,20 @@ def dpmpp_2m_sde(
     ``eta = 1`` is the paper's SDE solver, ``eta = 0`` reduces to :func:`dpmpp_2m`'s first-order
     step with a midpoint correction. The first step and the jump to clean data are first order.
     """
-    x0_prev: Tensor | None = None
-    h_prev = 0.0
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, _ = denoise(x, t)
-        if t_next < 0:
-            x = x0
-        else:
-            a_t, a_n = abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next)
-            h = log_snr(a_n) - log_snr(a_t)
-            eta_h = eta * h if eta else 0.0  # 0 * inf from pure noise would be nan
-            c = -math.expm1(-h - eta_h)
-            ratio = math.sqrt((1.0 - a_n) / (1.0 - a_t)) * math.exp(-eta_h)
-            x = ratio * x + math.sqrt(a_n) * c * x0
-            if x0_prev is not None and math.isfinite(h_prev):
-                x = x + (math.sqrt(a_n) * c * 0.5 * h / h_prev) * (x0 - x0_prev)
-            if eta_h > 0:
-                std = math.sqrt(1.0 - a_n) * math.sqrt(-math.expm1(-2.0 * eta_h))
-                x = x + std * noise_like(x, generator)
-            h_prev = h
-        x0_prev = x0
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-    return x
+
+    def update(
+        x: Tensor, x0: Tensor, x0_prev: Tensor | None, h: float, h_prev: float, s: Step
+    ) -> Tensor:
+        a_n = s.a_n
+        eta_h = eta * h if eta else 0.0  # 0 * inf from pure noise would be nan
+        c = -math.expm1(-h - eta_h)
+        ratio = math.sqrt((1.0 - a_n) / (1.0 - s.a_t)) * math.exp(-eta_h)
+        x = ratio * x + math.sqrt(a_n) * c * x0
+        if x0_prev is not None:
+            x = x + (math.sqrt(a_n) * c * 0.5 * h / h_prev) * (x0 - x0_prev)
+        if eta_h > 0:
+            std = math.sqrt(1.0 - a_n) * math.sqrt(-math.expm1(-2.0 * eta_h))
+            x = x + std * noise_like(x, generator)
+        return x
+
+    return _multistep(denoise, update)

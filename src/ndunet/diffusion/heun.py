@@ -16,13 +16,13 @@ from .stepping import (
     Callback,
     Denoiser,
     PostStep,
+    Step,
     abar_at,
-    finish_step,
     flow_time,
     nearest_index,
     noise_like,
-    steps_of,
     ve_sigma,
+    walk,
 )
 
 Space = Literal["sigma", "flow"]
@@ -54,8 +54,9 @@ def heun(
     """
     check_choice("space", space, ("sigma", "flow"))
     gamma = min(float(eta), MAX_CHURN)
-    for i, t, t_next in steps_of(timesteps, progress):
-        t_step, a_t = t, abar_at(alphas_cumprod, t)
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        t_step, a_t = s.t, s.a_t
         if gamma > 0 and a_t > 0:
             s_hat = ve_sigma(a_t) * (1.0 + gamma)
             t_hat = nearest_index(alphas_cumprod, 1.0 / (1.0 + s_hat**2))
@@ -66,13 +67,14 @@ def heun(
                 )
                 t_step, a_t = t_hat, a_hat
         x0, eps = denoise(x, t_step)
-        a_n = abar_at(alphas_cumprod, t_next)
+        a_n = s.a_n
         x_next = math.sqrt(a_n) * x0 + math.sqrt(1.0 - a_n) * eps  # Euler, in any coordinates
-        if t_next >= 0:
-            x0_2, eps_2 = denoise(x_next, t_next)
+        if s.t_next >= 0:
+            x0_2, eps_2 = denoise(x_next, s.t_next)
             x_next = _corrected(a_t, a_n, x0, eps, x0_2, eps_2, space, x_next)
-        x = finish_step(x_next, i, t, t_next, x0, post_step, callback)
-    return x
+        return x_next, x0
+
+    return walk(step, x, timesteps, alphas_cumprod, post_step, callback, progress)
 
 
 def _corrected(

@@ -14,27 +14,16 @@ the stochasticity of the samplers that have one (:data:`ETA_DEFAULTS`); the othe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
-import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
 from ndunet._checks import lookup
 
 from .dpm_solver import dpmpp_2m, dpmpp_2m_sde
 from .heun import heun
-from .stepping import (
-    Callback,
-    Denoiser,
-    PostStep,
-    abar_at,
-    finish_step,
-    noise_like,
-    sample_timesteps,
-    steps_of,
-    ve_sigma,
-)
+from .stepping import Denoiser, Step, StepFn, noise_like, sample_timesteps, sampler, ve_sigma
 from .unipc import unipc
 
 SamplerName = Literal["ddpm", "ddim", "dpm++2m", "euler", "euler_a", "heun", "dpm++2m_sde", "unipc"]
@@ -57,73 +46,52 @@ __all__ = [
 ]
 
 
+@sampler()
 def ddpm(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: Generator | None
+) -> StepFn:
     """Ancestral sampling from the posterior q(x_prev | x_t, x0_hat) (DDPM, Ho et al. 2020).
 
     With fewer steps than the schedule, the skipped steps merge into one transition with
     ``beta = 1 - abar_t / abar_prev`` (respacing, Nichol & Dhariwal 2021). ``eta`` is unused.
     """
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, _ = denoise(x, t)
-        a_t, a_p = abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next)
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        x0, _ = denoise(x, s.t)
+        a_t, a_p = s.a_t, s.a_n
         beta = 1.0 - a_t / a_p
         mean = (math.sqrt(a_p) * beta / (1.0 - a_t)) * x0 + (
             math.sqrt(1.0 - beta) * (1.0 - a_p) / (1.0 - a_t)
         ) * x
         var = beta * (1.0 - a_p) / (1.0 - a_t)
-        x = mean + math.sqrt(var) * noise_like(x, generator) if var > 0 else mean
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-    return x
+        return (mean + math.sqrt(var) * noise_like(x, generator) if var > 0 else mean), x0
+
+    return step
 
 
+@sampler()
 def ddim(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: Generator | None
+) -> StepFn:
     """DDIM (Song et al. 2021, https://arxiv.org/abs/2010.02502, eq. 12); eta=0 is deterministic,
     eta=1 matches ancestral DDPM in distribution."""
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, eps = denoise(x, t)
-        a_t, a_p = abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next)
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        x0, eps = denoise(x, s.t)
+        a_t, a_p = s.a_t, s.a_n
         sigma = eta * math.sqrt((1.0 - a_p) / (1.0 - a_t) * (1.0 - a_t / a_p))
         x = math.sqrt(a_p) * x0 + math.sqrt(max(1.0 - a_p - sigma**2, 0.0)) * eps
         if sigma > 0:
             x = x + sigma * noise_like(x, generator)
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-    return x
+        return x, x0
+
+    return step
 
 
+@sampler()
 def euler(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: Generator | None
+) -> StepFn:
     """Euler's method on the probability-flow ODE, first order (``eta`` unused).
 
     The step is the same in every coordinates the processes use: in rectified-flow coordinates
@@ -131,26 +99,18 @@ def euler(
     ``x' = x + (sigma' - sigma) (x - D) / sigma`` (Karras et al. 2022, eq. 1): both land on
     ``alpha' x0_hat + sigma' eps_hat``, which is also deterministic DDIM.
     """
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, eps = denoise(x, t)
-        a_n = abar_at(alphas_cumprod, t_next)
-        x = math.sqrt(a_n) * x0 + math.sqrt(1.0 - a_n) * eps
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-    return x
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        x0, eps = denoise(x, s.t)
+        return math.sqrt(s.a_n) * x0 + math.sqrt(1.0 - s.a_n) * eps, x0
+
+    return step
 
 
+@sampler(default_eta=1.0)
 def euler_ancestral(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 1.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: Generator | None
+) -> StepFn:
     """Euler ancestral (k-diffusion's ``sample_euler_ancestral``): an Euler step down to
     ``sigma_down``, then fresh noise ``sigma_up``, with ``sigma_up = min(sigma_next, eta *
     sqrt(sigma_next**2 (sigma**2 - sigma_next**2) / sigma**2))`` in EDM's sigma = sigma/alpha.
@@ -158,19 +118,19 @@ def euler_ancestral(
     For ``eta <= 1`` it equals DDIM with the same ``eta`` step for step (the ancestral step is
     DDPM's posterior variance); ``eta = 0`` is :func:`euler`.
     """
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, eps = denoise(x, t)
-        a_n = abar_at(alphas_cumprod, t_next)
-        s, s_n = ve_sigma(abar_at(alphas_cumprod, t)), ve_sigma(a_n)
-        ratio = 1.0 if math.isinf(s) else (s**2 - s_n**2) / s**2
-        s_up = min(s_n, eta * s_n * math.sqrt(max(ratio, 0.0)))
-        s_down = math.sqrt(max(s_n**2 - s_up**2, 0.0))
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        x0, eps = denoise(x, s.t)
+        sig, sig_n = ve_sigma(s.a_t), ve_sigma(s.a_n)
+        ratio = 1.0 if math.isinf(sig) else (sig**2 - sig_n**2) / sig**2
+        s_up = min(sig_n, eta * sig_n * math.sqrt(max(ratio, 0.0)))
+        s_down = math.sqrt(max(sig_n**2 - s_up**2, 0.0))
         x_ve = x0 + s_down * eps  # x / alpha after the deterministic part
         if s_up > 0:
             x_ve = x_ve + s_up * noise_like(x, generator)
-        x = math.sqrt(a_n) * x_ve
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-    return x
+        return math.sqrt(s.a_n) * x_ve, x0
+
+    return step
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -71,18 +71,6 @@ def flow_time(abar: float) -> float:
     return s / (a + s)
 
 
-def steps_of(timesteps: Sequence[int], progress: bool) -> Iterable[tuple[int, int, int]]:
-    """``(i, t, t_next)`` for each step, ``t_next = -1`` after the last (a tqdm bar if asked)."""
-    pairs = [
-        (i, t, timesteps[i + 1] if i + 1 < len(timesteps) else -1) for i, t in enumerate(timesteps)
-    ]
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(pairs, desc="sampling", leave=False)
-    return pairs
-
-
 def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise shaped like ``x`` from ``generator``."""
     return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -96,19 +84,81 @@ def nearest_index(alphas_cumprod: Tensor, abar: float) -> int:
     return int(torch.argmin((lam - target).abs()))
 
 
-def finish_step(
+class Step(NamedTuple):
+    """One step of a sampler's walk: from table index ``t`` to ``t_next`` (-1: clean data)."""
+
+    i: int
+    t: int
+    t_next: int
+    a_t: float  # alpha_bar at t
+    a_n: float  # alpha_bar at t_next (1 for clean data)
+
+
+StepFn = Callable[[Tensor, Step], tuple[Tensor, Tensor]]
+Start = Callable[[Denoiser, Tensor, float, torch.Generator | None], StepFn]
+Sampler = Callable[..., Tensor]
+
+
+def levels(timesteps: Sequence[int], alphas_cumprod: Tensor, progress: bool) -> Iterable[Step]:
+    """The :class:`Step` of each index of ``timesteps``, the last one to clean data (a tqdm bar
+    if asked)."""
+    ends = [*timesteps[1:], -1]
+    steps = [
+        Step(i, t, t_next, abar_at(alphas_cumprod, t), abar_at(alphas_cumprod, t_next))
+        for i, (t, t_next) in enumerate(zip(timesteps, ends))
+    ]
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(steps, desc="sampling", leave=False)
+    return steps
+
+
+def walk(
+    step: StepFn,
     x: Tensor,
-    i: int,
-    t: int,
-    t_next: int,
-    x0: Tensor,
+    timesteps: Sequence[int],
+    alphas_cumprod: Tensor,
     post_step: PostStep | None,
     callback: Callback | None,
+    progress: bool,
 ) -> Tensor:
-    """The hooks every sampler runs after a step: ``post_step`` may replace the state,
-    ``callback`` observes it."""
-    if post_step is not None:
-        x = post_step(x, t_next)
-    if callback is not None:
-        callback(i, t, x, x0)
+    """``x`` after ``step(x, s) -> (x_next, x0_hat)`` at every level, with the hooks every sampler
+    runs after a step: ``post_step`` may replace the state, ``callback`` observes it."""
+    for s in levels(timesteps, alphas_cumprod, progress):
+        x, x0 = step(x, s)
+        if post_step is not None:
+            x = post_step(x, s.t_next)
+        if callback is not None:
+            callback(s.i, s.t, x, x0)
     return x
+
+
+def sampler(default_eta: float = 0.0) -> Callable[[Start], Sampler]:
+    """Decorator: a sampler with the shared signature (see :mod:`ndunet.diffusion.samplers`)
+    made from ``start(denoise, alphas_cumprod, eta, generator) -> step``, which begins one run;
+    its ``step(x, s) -> (x_next, x0_hat)`` may keep state from step to step. The sampler takes
+    ``start``'s name and docstring; ``default_eta`` is its ``eta`` default."""
+
+    def make(start: Start) -> Sampler:
+        def run(
+            denoise: Denoiser,
+            x: Tensor,
+            timesteps: Sequence[int],
+            alphas_cumprod: Tensor,
+            *,
+            eta: float = default_eta,
+            generator: torch.Generator | None = None,
+            post_step: PostStep | None = None,
+            callback: Callback | None = None,
+            progress: bool = False,
+        ) -> Tensor:
+            step = start(denoise, alphas_cumprod, eta, generator)
+            return walk(step, x, timesteps, alphas_cumprod, post_step, callback, progress)
+
+        # not functools.wraps: its __wrapped__ would make inspect.signature report start's
+        run.__name__, run.__qualname__ = start.__name__, start.__qualname__
+        run.__doc__, run.__module__ = start.__doc__, start.__module__
+        return run
+
+    return make

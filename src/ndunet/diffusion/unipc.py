@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .stepping import Callback, Denoiser, PostStep, abar_at, finish_step, log_snr, steps_of
+from .stepping import Denoiser, Step, StepFn, log_snr, sampler
 
 
 def unipc_coefficients(h: float, ratios: Sequence[float]) -> list[float]:
@@ -68,40 +68,31 @@ def _update(
     return out - alpha_t * b_h * res
 
 
+@sampler()
 def unipc(
-    denoise: Denoiser,
-    x: Tensor,
-    timesteps: Sequence[int],
-    alphas_cumprod: Tensor,
-    *,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    post_step: PostStep | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Tensor:
+    denoise: Denoiser, alphas_cumprod: Tensor, eta: float, generator: torch.Generator | None
+) -> StepFn:
     """UniPC-2 (bh2): UniP-2 predicts, UniC corrects with the next evaluation (order 3 locally
     with the corrector). First-order predictor at the first step, from pure noise and for the
     jump to clean data (no evaluation there, so no correction). Deterministic (``eta`` unused).
     """
     points: list[tuple[float, float, Tensor]] = []  # (abar, lambda, data prediction), oldest first
     x_prev: Tensor | None = None  # the state the last prediction started from
-    for i, t, t_next in steps_of(timesteps, progress):
-        x0, _ = denoise(x, t)
-        a_t = abar_at(alphas_cumprod, t)
+
+    def step(x: Tensor, s: Step) -> tuple[Tensor, Tensor]:
+        nonlocal points, x_prev
+        x0, _ = denoise(x, s.t)
+        a_t = s.a_t
         if x_prev is not None:  # UniC: correct x with the evaluation made at it
             a_s, _, m0 = points[-1]
             x = _update(x_prev, a_s, a_t, m0, _usable(points[:-1], a_s), x0)
         points = [*points[-1:], (a_t, log_snr(a_t), x0)]
         x_prev = x
-        a_n = abar_at(alphas_cumprod, t_next)
-        if t_next < 0:
-            x = x0
-        else:
-            x = _update(x, a_t, a_n, x0, _usable(points[:-1], a_t), None)
-        x = finish_step(x, i, t, t_next, x0, post_step, callback)
-        x_prev = None if t_next < 0 else x_prev
-    return x
+        if s.t_next < 0:
+            return x0, x0
+        return _update(x, a_t, s.a_n, x0, _usable(points[:-1], a_t), None), x0
+
+    return step
 
 
 def _usable(points: list[tuple[float, float, Tensor]], a_s: float) -> list[tuple[float, Tensor]]:
