@@ -49,6 +49,15 @@ def _check_weight_size(
         FN.check_numel("out_channels", out_channels, shape, "a weight")
 
 
+def _weight_shape(
+    in_channels: int, out_channels: int, groups: int, kernel: tuple[int, ...], transposed: bool
+) -> tuple[int, ...]:
+    """Torch's weight layout: (out, in / groups, *kernel), in and out swapped when transposed."""
+    if transposed:
+        return (in_channels, out_channels // groups, *kernel)
+    return (out_channels, in_channels // groups, *kernel)
+
+
 def _conv_args(
     n: int,
     in_channels: int,
@@ -69,7 +78,7 @@ def _conv_args(
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
     padding_t = padding if isinstance(padding, str) else as_tuple(padding, n, "padding")
     pads = FN.resolve_padding(padding_t, kernel, stride_t, dilation_t)  # checks 'same'/'valid'
-    weight_shape = (out_channels, in_channels // groups, *kernel)
+    weight_shape = _weight_shape(in_channels, out_channels, groups, kernel, False)
     _check_weight_size(kernel_size, in_channels, out_channels, weight_shape)
     return kernel, stride_t, padding_t, dilation_t, pads
 
@@ -99,28 +108,34 @@ def _conv_transpose_args(
     output_padding_t = as_tuple(output_padding, n, "output_padding")
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
     FN.check_output_padding(output_padding, output_padding_t, stride_t, dilation_t)
-    weight_shape = (in_channels, out_channels // groups, *kernel)
+    weight_shape = _weight_shape(in_channels, out_channels, groups, kernel, True)
     _check_weight_size(kernel_size, in_channels, out_channels, weight_shape)
     return kernel, stride_t, padding_t, output_padding_t, dilation_t
 
 
 class _ConvBase(nn.Module):
-    """Parameters and initialisation shared by ConvNd and ConvTransposeNd (torch's layout and init)."""
+    """Attributes, parameters and initialisation shared by ConvNd and ConvTransposeNd (torch's
+    layout and init); ``channels`` is (in_channels, out_channels, groups), already checked."""
 
     def __init__(
         self,
         spatial_dims: int,
-        weight_shape: tuple[int, ...],
-        out_channels: int,
+        channels: tuple[int, int, int],
+        kernel: tuple[int, ...],
+        transposed: bool,
         bias: bool,
+        padding_mode: str,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels, self.out_channels, self.groups = channels
+        self.padding_mode = padding_mode
         factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        shape = _weight_shape(*channels, kernel, transposed)
+        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        self.bias = nn.Parameter(torch.empty(self.out_channels, **factory)) if bias else None
         self.reset_parameters()
 
     def _check_forward(self, input: torch.Tensor) -> None:
@@ -160,27 +175,12 @@ class ConvNd(_ConvBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         n = check_spatial_dims(spatial_dims)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        channels = (in_channels, out_channels, groups)
+        args = (kernel_size, stride, padding, dilation, groups, padding_mode)
         self.kernel_size, self.stride, self.padding, self.dilation, self._pads = _conv_args(
-            n,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            padding_mode,
+            n, in_channels, out_channels, *args
         )
-        self.padding_mode = padding_mode
-        super().__init__(
-            n,
-            (out_channels, in_channels // groups, *self.kernel_size),
-            out_channels,
-            bias,
-            device,
-            dtype,
-        )
+        super().__init__(n, channels, self.kernel_size, False, bias, padding_mode, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_forward(input)
@@ -220,30 +220,12 @@ class ConvTransposeNd(_ConvBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         n = check_spatial_dims(spatial_dims)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        (self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation) = (
-            _conv_transpose_args(
-                n,
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                padding,
-                output_padding,
-                groups,
-                dilation,
-                padding_mode,
-            )
+        channels = (in_channels, out_channels, groups)
+        args = (kernel_size, stride, padding, output_padding, groups, dilation, padding_mode)
+        self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation = (
+            _conv_transpose_args(n, in_channels, out_channels, *args)
         )
-        self.padding_mode = padding_mode
-        super().__init__(
-            n,
-            (in_channels, out_channels // groups, *self.kernel_size),
-            out_channels,
-            bias,
-            device,
-            dtype,
-        )
+        super().__init__(n, channels, self.kernel_size, True, bias, padding_mode, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_forward(input)
