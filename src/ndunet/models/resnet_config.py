@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from ndunet._checks import check_float, check_int, lookup
+from ndunet._checks import check_int, lookup
 from ndunet.config import Config, ConfigError, config
 from ndunet.models.unet_config import (
     MAX_BLOCKS,
     MAX_CLASSES,
     MAX_KERNEL_TAPS,
-    MAX_PARAMETERS,
     MAX_SPATIAL_DIMS,
     MAX_WIDTH,
-    check_norm_activation,
+    check_block_options,
     norm_activation_to_json,
 )
 
@@ -101,16 +100,11 @@ class ResNetConfig(Config):
                 f"{MAX_KERNEL_TAPS} taps (k ** spatial_dims)"
             )
         check_int("stem_stride", self.stem_stride, 1, 64)
-        check_int("num_groups", self.num_groups, 1)
-        check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        check_norm_activation(self.norm, self.activation)
-        params = self.estimated_parameters()
-        if params > MAX_PARAMETERS:
-            raise ValueError(
-                f"widths={list(self.widths)!r} is not valid with layers={list(self.layers)!r} "
-                f"and spatial_dims={self.spatial_dims}: about {params:.2e} parameters, over the "
-                f"limit of {MAX_PARAMETERS:.2e}"
-            )
+        check_block_options(
+            self,
+            f"widths={list(self.widths)!r} is not valid with layers={list(self.layers)!r} "
+            f"and spatial_dims={self.spatial_dims}",
+        )
 
     def estimated_parameters(self) -> float:
         """A quick upper estimate of the parameter count (no allocation), for the limits."""

@@ -147,16 +147,11 @@ class UNetConfig(Config):
                         f"of {MAX_KERNEL_TAPS}"
                     )
         self.down_factors()
-        check_int("num_groups", self.num_groups, 1)
-        check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        check_norm_activation(self.norm, self.activation)
-        params = self.estimated_parameters()
-        if params > MAX_PARAMETERS:
-            raise ValueError(
-                f"channels={list(ch)!r} is not valid with kernel_size={self.kernel_size}, "
-                f"spatial_dims={self.spatial_dims} and num_res_blocks={self.num_res_blocks!r}: "
-                f"about {params:.2e} parameters, over the limit of {MAX_PARAMETERS:.2e}"
-            )
+        check_block_options(
+            self,
+            f"channels={list(ch)!r} is not valid with kernel_size={self.kernel_size}, "
+            f"spatial_dims={self.spatial_dims} and num_res_blocks={self.num_res_blocks!r}",
+        )
 
     def _check_per_level(self, name: str, value: Any, levels: int, allow_one: bool = False) -> None:
         if isinstance(value, tuple) and len(value) != levels:
@@ -292,6 +287,20 @@ def check_norm_activation(norm: Any, activation: Any) -> None:
             )
     if isinstance(norm, str):
         lookup(NORMS, norm, "norm")
+
+
+def check_block_options(config: Any, layout: str) -> None:
+    """The checks a UNetConfig and a ResNetConfig share: ``num_groups``, ``dropout``,
+    ``norm``/``activation``, and the parameter limit, whose message starts with ``layout`` (the
+    options that set the size)."""
+    check_int("num_groups", config.num_groups, 1)
+    check_float("dropout", config.dropout, 0.0, 1.0, high_open=True)
+    check_norm_activation(config.norm, config.activation)
+    params = config.estimated_parameters()
+    if params > MAX_PARAMETERS:
+        raise ValueError(
+            f"{layout}: about {params:.2e} parameters, over the limit of {MAX_PARAMETERS:.2e}"
+        )
 
 
 def norm_activation_to_json(out: dict[str, Any], norm: Any, activation: Any) -> dict[str, Any]:
