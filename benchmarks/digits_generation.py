@@ -14,7 +14,6 @@ Heun spends two evaluations per step (one for the last), so it runs ``(nfe + 1) 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -23,34 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_eval import DigitsJudge, digits_split
+from digits_quality import to_unit, train
 
 from ndunet.app.demo import build_unet
 from ndunet.diffusion import Diffusion, evaluations
-from ndunet.ema import EMA
 
 SAMPLERS = ("ddim", "ddpm", "euler", "euler_a", "heun", "dpm++2m", "dpm++2m_sde", "unipc")
 COLUMNS = ("confidence", "label_acc", "entropy", "nn_ratio", "fd_pca")
-
-
-def train_cpu(diffusion, network, x, y, cpu_seconds, batch_size, lr, ema_decay, seed):
-    """AdamW with warmup and a cosine decay over the CPU-time budget; returns (EMA, steps)."""
-    opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
-    ema = EMA(network, decay=ema_decay)
-    gen = torch.Generator().manual_seed(seed)
-    start, steps = time.process_time(), 0
-    while (used := time.process_time() - start) < cpu_seconds:
-        for group in opt.param_groups:
-            frac = used / cpu_seconds
-            group["lr"] = lr * min(1.0, (steps + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
-        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
-        loss = diffusion(x[idx], y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        opt.step()
-        ema.update(network)
-        steps += 1
-    return ema, steps
 
 
 def steps_for(sampler: str, nfe: int) -> int:
@@ -92,9 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed)
         network = build_unet(args.width, 10)
         d = Diffusion(network, process=process, cond_drop_prob=0.1)
-        ema, steps = train_cpu(
-            d, network, x, y, args.minutes * 60, args.batch_size, args.lr, args.ema_decay, args.seed
-        )
+        ema, steps = train(
+            d, network, x, y, args.minutes * 60, args.batch_size, args.lr, args.ema_decay,
+            clock=time.process_time, seed=args.seed,
+        )  # fmt: skip
         print(f"# {process}: {steps} steps x {args.batch_size} in {args.minutes:g} CPU min")
         labels = torch.arange(args.n_samples) % 10
         for sampler in args.samplers.split(","):
@@ -105,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.n_samples, (1, 8, 8), n_steps, sampler, guidance_scale=args.guidance,
                     y=labels, generator=torch.Generator().manual_seed(args.seed), model=ema.module,
                 )  # fmt: skip
-                imgs = ((out.clamp(-1, 1) + 1) / 2).squeeze(1).numpy()
+                imgs = to_unit(out)
                 m = judge.score(imgs, labels.numpy())
                 used = evaluations(sampler, n_steps)
                 print(row(f"{process} {sampler}", used, m, time.perf_counter() - t0))
@@ -114,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.n_samples, (1, 8, 8), 10, "unipc", guidance_scale=w, y=labels,
                 generator=torch.Generator().manual_seed(args.seed), model=ema.module,
             )  # fmt: skip
-            imgs = ((out.clamp(-1, 1) + 1) / 2).squeeze(1).numpy()
+            imgs = to_unit(out)
             print(row(f"{process} unipc w={w:g}", 10, judge.score(imgs, labels.numpy()), 0.0))
 
 

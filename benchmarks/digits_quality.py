@@ -15,6 +15,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,17 @@ def train(
     lr: float,
     ema_decay: float,
     max_steps: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
 ) -> tuple[EMA, int]:
-    """Adam with a time-based cosine learning-rate decay, so any budget ends at a low rate."""
+    """AdamW with warmup and a time-based cosine learning-rate decay, so any budget ends at a low
+    rate; ``clock`` measures the budget (``time.process_time`` for CPU time). Returns (EMA,
+    steps)."""
     opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
     ema = EMA(network, decay=ema_decay)
-    start, steps = time.perf_counter(), 0
-    gen = torch.Generator().manual_seed(0)
-    while (elapsed := time.perf_counter() - start) < seconds:
+    start, steps = clock(), 0
+    gen = torch.Generator().manual_seed(seed)
+    while (elapsed := clock() - start) < seconds:
         if max_steps and steps >= max_steps:
             break
         frac = max(elapsed / seconds, steps / max_steps if max_steps else 0.0)
