@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,18 +44,37 @@ def digits(
     images, targets = _load()
     x = torch.from_numpy(images).float().unsqueeze(1)  # (N, 1, 8, 8), values 0..16
     y = torch.from_numpy(targets).long()  # (N,)
-    idx = take_split(
-        len(y), split, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, labels=y
-    )
+    return labelled_images(
+        x, y, split, hw, 16.0, normalize, [str(d) for d in range(10)], "digits",
+        seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+    )  # fmt: skip
+
+
+def labelled_images(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    split: Split,
+    hw: tuple[int, int] | None,
+    high: float,
+    normalize: Normalize,
+    class_names: list[str],
+    name: str,
+    **split_options: Any,
+) -> NDDataset:
+    """What ``digits`` and ``faces`` share: (N, 1, H, W) gray images with raw values in [0,
+    ``high``] and their labels as the classification NDDataset of ``split`` (``split_options``:
+    seed and fractions of ``take_split``, stratified), resized to ``hw``, rescaled by
+    ``normalize``."""
+    idx = take_split(len(y), split, labels=y, **split_options)
     x, y = x[idx], y[idx]
     if hw is not None:
         x = resize_bilinear(x, hw)  # (N, 1, *size)
-    x = rescale(x, 0.0, 16.0, normalize).contiguous()
+    x = rescale(x, 0.0, high, normalize).contiguous()
     return NDDataset(
         x,
         y,
         task="classification",
-        num_classes=10,
-        class_names=[str(d) for d in range(10)],
-        name=f"digits[{split}]",
+        num_classes=len(class_names),
+        class_names=class_names,
+        name=f"{name}[{split}]",
     )

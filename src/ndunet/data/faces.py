@@ -10,8 +10,9 @@ import torch
 from ndunet._checks import check_choice, check_size
 
 from .base import NDDataset
-from .preprocess import NORMALIZE, Normalize, rescale, resize_bilinear
-from .splits import SPLITS, Split, take_split
+from .digits import labelled_images
+from .preprocess import NORMALIZE, Normalize
+from .splits import SPLITS, Split
 
 FACE, NON_FACE = 1, 0
 
@@ -46,18 +47,7 @@ def faces(
     y[: len(x) // 2] = FACE
     if subset == "faces":
         x, y = x[y == FACE], y[y == FACE]
-    idx = take_split(
-        len(y), split, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, labels=y
-    )
-    x, y = x[idx], y[idx]
-    if hw is not None:
-        x = resize_bilinear(x, hw)  # (N, 1, *size)
-    x = rescale(x, 0.0, high, normalize).contiguous()
-    return NDDataset(
-        x,
-        y,
-        task="classification",
-        num_classes=2,
-        class_names=["non-face", "face"],
-        name=f"faces[{split}]",
-    )
+    return labelled_images(
+        x, y, split, hw, high, normalize, ["non-face", "face"], "faces",
+        seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+    )  # fmt: skip
