@@ -45,6 +45,17 @@ def make_model(dropout: float) -> nn.Module:
     )
 
 
+def compile_with(backend: str) -> None:
+    """Make torch.compile use ``backend`` (e.g. "aot_eager": AOTAutograd, and DDP's graph split
+    at bucket boundaries, without inductor's C++ build); the trainer's mode is dropped."""
+    real = torch.compile
+
+    def compile_(module, mode=None, **options):
+        return real(module, backend=backend, **options)
+
+    torch.compile = compile_
+
+
 def run(
     out_dir: str | Path,
     *,
@@ -102,8 +113,11 @@ def main() -> None:
     p.add_argument(
         "--then-resume-to", type=int, default=0, help="then resume in-process to N epochs"
     )
+    p.add_argument("--compile-backend", help="train compiled (compile=True) with this backend")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.compile_backend:
+        compile_with(a.compile_backend)
     kw = dict(
         n=a.samples,
         noise=a.noise,
@@ -114,8 +128,8 @@ def main() -> None:
         ema_decay=a.ema_decay,
         scheduler=a.scheduler,
     )
-    run(a.out_dir, resume=a.resume, epochs=a.epochs, **kw)
-    if a.then_resume_to:
+    run(a.out_dir, resume=a.resume, epochs=a.epochs, compile=bool(a.compile_backend), **kw)
+    if a.then_resume_to:  # eager: a compiled run's checkpoint resumes without compile
         run(a.out_dir, resume=True, epochs=a.then_resume_to, **kw)
 
 

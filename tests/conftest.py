@@ -22,6 +22,32 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _fp32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full fp32: by default they run in TF32 on Ampere and later (10-bit
+    mantissa), which tests comparing a CUDA result to a CPU fp32 reference would mistake for a
+    bug. A no-op without CUDA."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    with torch.backends.cudnn.flags(
+        enabled=torch.backends.cudnn.enabled,
+        benchmark=torch.backends.cudnn.benchmark,
+        deterministic=torch.backends.cudnn.deterministic,
+        allow_tf32=False,
+    ):
+        yield
+
+
+@pytest.fixture(
+    params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=lambda d: f"on_{d}"
+)
+def device(request: pytest.FixtureRequest) -> str:
+    """A trainer/model device: the CPU, and CUDA where there is one (gpu-marked, skipped
+    otherwise)."""
+    return request.param
+
+
 @pytest.fixture(params=[1, 2, 3, 4], ids=lambda n: f"{n}d")
 def spatial_dims(request: pytest.FixtureRequest) -> int:
     """Every spatial_dims the fast suite covers (5-D tests are marked slow where they are costly)."""

@@ -67,9 +67,12 @@ def _direct(run: Path, nifti: Path, axes: tuple[int, ...] = (), norm=None) -> np
     model = load_run(run, which="best").model
     x = torch.from_numpy(np.asarray(nib.load(nifti).dataobj, dtype=np.float32))[None, None]
     x = x if norm is None else (x - norm[0]) / norm[1]
-    predictor = flip_tta(model, axes) if axes else model
-    with torch.no_grad():
-        out = sliding_window_inference(x, (8, 8, 4), 4, predictor, 0.5, "gaussian")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # where `predict --device auto` runs
+    predictor = flip_tta(model.to(dev), axes) if axes else model.to(dev)
+    with torch.no_grad():  # windows on `dev`, stitched on the CPU, as predict does
+        out = sliding_window_inference(
+            x, (8, 8, 4), 4, predictor, 0.5, "gaussian", sw_device=dev, device="cpu"
+        )
     return (out[0, 0] > 0).numpy()  # one logit channel: foreground where it is > 0
 
 

@@ -100,12 +100,17 @@ def test_an_epoch_of_skipped_steps_is_no_loss_and_never_best(tmp_path, caplog):
 
 def test_two_cli_runs_with_one_seed_are_identical(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY)
-    digests = []
-    for name in ("a", "b"):
+    for name in ("a", "b"):  # the default device: CUDA where there is one
         out = tmp_path / name
         assert main(["train", str(tmp_path / "tiny.toml"), "--out", str(out), "--quiet"]) == 0
-        digests.append(sha256_file(out / "checkpoints" / "last" / "model.safetensors"))
-    assert digests[0] == digests[1]
+    a, b = (tmp_path / name / "checkpoints" / "last" for name in ("a", "b"))
+    if not torch.cuda.is_available():  # the CPU kernels are deterministic: the same bytes
+        assert sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors")
+        return
+    # CUDA's backward kernels (cuDNN weight gradients, atomics) sum in varying order
+    first, second = load_checkpoint(a).model_state, load_checkpoint(b).model_state
+    for key, value in first.items():
+        torch.testing.assert_close(second[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +236,7 @@ def test_compiled_training_keeps_eager_checkpoints_and_resumes(tmp_path, monkeyp
     common = dict(loss="mse", metrics=(), out_dir=str(tmp_path / "r"), batch_size=8, **QUIET)
     SupervisedTrainer(bn_model(), data, epochs=1, compile=True, compile_mode="reduce-overhead",
                       **common).fit()  # fmt: skip
-    assert calls == [{"mode": "reduce-overhead"}]
+    assert calls == [{"mode": "reduce-overhead", "dynamic": False}]  # CUDA graphs: static
     saved = load_checkpoint(tmp_path / "r").model_state
     assert set(saved) == set(bn_model().state_dict())  # the eager model's names
     tr = SupervisedTrainer(bn_model(), data, epochs=2, resume=True, **common)  # eager resume

@@ -175,6 +175,16 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+def _on_cpu(dataset: Dataset) -> bool:
+    """False for in-memory tensors already on a device: only CPU tensors can be pinned (the
+    loader would fail on its first batch)."""
+    while isinstance(dataset, SeededSamples):
+        dataset = dataset.dataset
+    if isinstance(dataset, TensorPairDataset):
+        return all(t.device.type == "cpu" for t in (dataset.x, dataset.y) if t is not None)
+    return True
+
+
 def build_loader(
     data: Any,
     *,
@@ -209,7 +219,7 @@ def build_loader(
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory and _on_cpu(dataset),
         collate_fn=collate,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,

@@ -64,6 +64,14 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def use_device(device: torch.device, info: DistInfo) -> None:
+    """Make ``device`` this process's current CUDA device under DDP: NCCL collectives that take
+    no tensor of ours (barrier, all_gather_object) run on the current device, which is
+    otherwise cuda:0 on every rank (NCCL fails on a GPU shared by two ranks)."""
+    if info.enabled and device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
 def _local_gpu(local_rank: int, spec: str) -> int:
     """This process's GPU: one per process on the machine, never shared (NCCL refuses that)."""
     count = torch.cuda.device_count()

@@ -17,13 +17,18 @@ from ndunet.files import safe_write_text
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
 from ndunet.training.checkpoints import CheckpointWriter
-from ndunet.training.logging import RunLog
+from ndunet.training.logging import RunLog, logger
 from ndunet.training.optim import build_optimizer, build_scheduler
 from ndunet.training.run_dir import check_run_dir, claim_run_dir
+
+# compile modes whose training step inductor records as CUDA graphs (on a CUDA device)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class SetupMixin:
     """What fit() prepares before the first step; evaluate() and sample() need only the runtime."""
+
+    _cuda_graphs = False  # compiled in a CUDA-graph mode on CUDA (set by _compiled)
 
     def _setup_runtime(self) -> None:
         """Device, process group, device placement, EMA. Idempotent; needs no run folder."""
@@ -37,6 +42,7 @@ class SetupMixin:
         )
         self.dist = D.init_distributed(device_type)
         self.device = D.resolve_device(cfg.device, self.dist.local_rank)
+        D.use_device(self.device, self.dist)
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ValueError(
                 f"amp='fp16' needs a CUDA device, got {self.device}; use amp='bf16' or 'none'"
@@ -98,7 +104,7 @@ class SetupMixin:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.module, device_ids=ids)
         if cfg.compile:  # compiles what the steps call; the weights stay the module's own
-            self.ddp = torch.compile(self.ddp, mode=cfg.compile_mode)
+            self.ddp = self._compiled(self.ddp, loader)
         self._setup_steps()
         main = self.dist.is_main
         self.writer = CheckpointWriter(self.out_dir, cfg.keep_last, cfg.save_checkpoints and main)
@@ -115,6 +121,29 @@ class SetupMixin:
             tensorboard=cfg.tensorboard,
         )
         return resume_from
+
+    def _compiled(self, module: nn.Module, loader: torch.utils.data.DataLoader) -> nn.Module:
+        """``torch.compile(module)`` in the configured mode. The CUDA-graph modes replay fixed
+        shapes, so they compile static shapes (each batch shape its own graph), and every step
+        starts a new graph iteration (:meth:`_graph_step_begin`)."""
+        cfg = self.config
+        self._cuda_graphs = cfg.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
+        if cfg.compile_mode not in CUDA_GRAPH_MODES:
+            return torch.compile(module, mode=cfg.compile_mode)
+        per_rank = len(loader.sampler) if hasattr(loader.sampler, "__len__") else 0
+        last = per_rank % (loader.batch_size or 1) if not loader.drop_last else 0
+        if last:  # a second static graph, recorded once; or no ragged batch at all
+            logger.info(
+                "compile_mode=%r: the last batch of each epoch holds %d sample(s) and is compiled "
+                "and recorded as a second static graph; drop_last=True keeps one shape",
+                cfg.compile_mode, last,
+            )  # fmt: skip
+        return torch.compile(module, mode=cfg.compile_mode, dynamic=False)
+
+    def _graph_step_begin(self) -> None:
+        """Mark a new training iteration for CUDA graphs (its outputs may be overwritten)."""
+        if self._cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def _time_fraction(self) -> float:
         limit = self.config.time_limit

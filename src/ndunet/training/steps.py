@@ -47,6 +47,7 @@ class StepMixin:
         total = sum(sizes)
         saved = [b.clone() for b in self._stats]
         opt.zero_grad(set_to_none=True)
+        self._graph_step_begin()  # CUDA graphs: the previous step's outputs may be overwritten
         single = len(batches) == 1
         loss_sum = torch.zeros((), device=self.device)  # replaced when single
         for i, (x, y) in enumerate(batches):
