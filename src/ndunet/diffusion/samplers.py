@@ -9,6 +9,9 @@ iteration moves from ``timesteps[i]`` to ``timesteps[i + 1]``, the last one to c
 (see :mod:`ndunet.diffusion.stepping`). ``post_step(x, t_next)`` may replace the state after each
 step (inpainting uses it); ``callback(i, t, x_next, x0_hat)`` observes the trajectory. ``eta`` is
 the stochasticity of the samplers that have one (:data:`ETA_DEFAULTS`); the others refuse it.
+
+Each sampler is written as its step rule; :func:`ndunet.diffusion.stepping.sampler` gives it the
+shared signature and loop (Heun, which adds ``space``, calls :func:`~.stepping.walk` itself).
 """
 
 from __future__ import annotations
