@@ -98,10 +98,13 @@ def _time_steps(diffusion: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n:
     """Seconds per training step (forward + backward at the demo's batch size), no update."""
     params = [p for p in diffusion.parameters() if p.requires_grad]
     times = []
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else lambda: None  # async kernels
     for i in range(n + 1):
         idx = torch.randint(0, len(x), (BATCH_SIZE,))
+        sync()
         t = time.perf_counter()
         diffusion(x[idx], y[idx]).backward()
+        sync()
         if i:  # the first call pays one-off costs
             times.append(time.perf_counter() - t)
     for p in params:
