@@ -22,10 +22,12 @@ def unet(in_channels: int = 1) -> UNet:
 
 
 @pytest.mark.parametrize("process", ["flow", "edm"])
-def test_process_runs_rebuild_from_their_folder(tmp_path, process):
+def test_process_runs_rebuild_from_their_folder(tmp_path, process, device):
     data = torch.rand(16, 1, 8) * 2 - 1
     d = Diffusion(unet(), process=process, sampler="heun", sample_steps=3)
-    tr = DiffusionTrainer(d, data, out_dir=str(tmp_path / "r"), max_steps=2, **QUIET)
+    tr = DiffusionTrainer(
+        d, data, out_dir=str(tmp_path / "r"), max_steps=2, **{**QUIET, "device": device}
+    )
     tr.fit()
     run = load_run(tmp_path / "r")
     assert run.diffusion.config == d.config and run.diffusion.config.process == process
@@ -33,16 +35,18 @@ def test_process_runs_rebuild_from_their_folder(tmp_path, process):
     assert x.shape == (2, 1, 8) and torch.isfinite(x).all()
 
 
-def test_image_condition_trains_on_input_target_pairs(tmp_path):
+def test_image_condition_trains_on_input_target_pairs(tmp_path, device):
     g = torch.Generator().manual_seed(0)
     target = torch.rand(16, 1, 8, generator=g) * 2 - 1
     inputs = target + 0.3 * torch.randn(16, 1, 8, generator=g)
     pairs = NDDataset(inputs, target, task="denoising")
     d = Diffusion(unet(2), process="flow", condition="image", cond_channels=1, sample_steps=2)
-    tr = DiffusionTrainer(d, pairs, out_dir=str(tmp_path / "c"), max_steps=2, **QUIET)
+    tr = DiffusionTrainer(
+        d, pairs, out_dir=str(tmp_path / "c"), max_steps=2, **{**QUIET, "device": device}
+    )
     tr.fit()
     x = tr.sample(3)
-    assert x.shape == (3, 1, 8)
+    assert x.shape == (3, 1, 8) and x.device.type == device
     run = load_run(tmp_path / "c")
     assert run.diffusion.config.condition == "image"
     y = run.diffusion.sample(3, (1, 8), cond=inputs[:3], model=run.sampling_model)
@@ -54,9 +58,9 @@ def test_image_condition_trains_on_input_target_pairs(tmp_path):
         ).fit()  # fmt: skip
 
 
-def test_power_ema_snapshots_resume_and_posthoc_checkpoint(tmp_path):
+def test_power_ema_snapshots_resume_and_posthoc_checkpoint(tmp_path, device):
     data = torch.rand(16, 1, 8) * 2 - 1
-    options = {"ema_profiles": (0.05, 0.1), "ema_snapshot_every": 1, **QUIET}
+    options = {"ema_profiles": (0.05, 0.1), "ema_snapshot_every": 1, **QUIET, "device": device}
     out = str(tmp_path / "p")
     tr = DiffusionTrainer(
         Diffusion(unet(), process="flow"), data, out_dir=out, max_steps=3, **options
@@ -70,8 +74,8 @@ def test_power_ema_snapshots_resume_and_posthoc_checkpoint(tmp_path):
     assert int(resumed.power_ema.num_updates) == 5
     assert [s.step for s in list_snapshots(out)] == [1, 2, 3, 4, 5]
     state, _ = reconstruct(out, 0.1)
-    for k, v in resumed.power_ema.averages[1].state_dict().items():
-        torch.testing.assert_close(state[k], v, rtol=1e-4, atol=1e-5)  # an exact profile
+    for k, v in resumed.power_ema.averages[1].state_dict().items():  # on the training device
+        torch.testing.assert_close(state[k], v.cpu(), rtol=1e-4, atol=1e-5)  # an exact profile
     folder = write_reconstruction(out, 0.07, tmp_path / "ema07")
     run = load_run(folder)
     want, _ = reconstruct(out, 0.07)
