@@ -157,3 +157,42 @@ def test_reduce_overhead_on_cuda_with_a_ragged_batch_resumes_eager(tmp_path, mon
     more = trainer(epochs=3, resume=True)  # eager from the compiled run's checkpoint
     more.fit()
     assert more.step == 9 and torch.isfinite(more.sample(2)).all()
+
+
+TINY_RUN = """
+[task]
+type = "diffusion"
+validate = false
+
+[data]
+name = "digits"
+
+[model]
+channels = [4, 8]
+num_res_blocks = 1
+num_groups = 2
+
+[diffusion]
+timesteps = 50
+sample_steps = 2
+
+[trainer]
+max_steps = 2
+batch_size = 16
+sample_n = 2
+"""
+
+
+def test_cli_compile_flag_then_an_eager_resume(tmp_path, compile_calls):
+    from ndunet.app.cli import main
+
+    (tmp_path / "tiny.toml").write_text(TINY_RUN)
+    args = ["train", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "run"), "--quiet"]
+    mode = ["--set", "trainer.compile_mode=reduce-overhead"]
+    assert main([*args, "--compile", *mode]) == 0  # the default device: CUDA where there is one
+    assert compile_calls[0]["mode"] == "reduce-overhead" and compile_calls[0]["forwards"] == 2
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved.config["trainer"]["compile"] is True
+    assert not [k for k in saved.model_state if k.startswith(("_orig_mod.", "module."))]
+    assert main([*args, "--resume", "--set", "trainer.max_steps=3"]) == 0  # eager
+    assert len(compile_calls) == 1 and load_checkpoint(tmp_path / "run").config["step"] == 3
