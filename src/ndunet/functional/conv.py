@@ -1,4 +1,5 @@
-"""conv_nd and conv_transpose_nd: torch's native op for N <= 3, the exact fold above."""
+"""conv_nd and conv_transpose_nd: torch's native op for N <= 3 (conv3d routed around a oneDNN
+bug, onednn.py), the exact fold for N >= 4."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from ndunet.functional.checks import (
     resolve_padding,
 )
 from ndunet.functional.fold import conv_fold, conv_transpose_fold
+from ndunet.functional.onednn import conv3d
 from ndunet.functional.pad import pad_nd
 
 __all__ = ["conv_nd", "conv_transpose_nd"]
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
@@ -38,19 +40,13 @@ def conv_nd(
     dilation_t = as_tuple(dilation, n, "dilation", minimum=1)
     pads = resolve_padding(padding, kernel, stride_t, dilation_t)
     check_conv_output(input, weight.shape[0], kernel, padding, pads, stride_t, dilation_t)
-    if n <= 3 and not isinstance(padding, str):
-        return _CONV[n](input, weight, bias, stride_t, [p for p, _ in pads], dilation_t, groups)
     if any(pb != pa for pb, pa in pads):  # 'same' with an even kernel: pad, then no padding
         input = pad_nd(input, pads)
         pads = ((0, 0),) * n
     padding_t = tuple(p for p, _ in pads)
     if n <= 3:
-        out = _CONV[n](input, weight, None, stride_t, padding_t, dilation_t, groups)
-    else:
-        out = conv_fold(input, weight, stride_t, padding_t, dilation_t, groups)
-    if bias is not None:
-        out = out + bias.view(1, -1, *([1] * n))
-    return out
+        return _CONV[n](input, weight, bias, stride_t, padding_t, dilation_t, groups)
+    return conv_fold(input, weight, stride_t, padding_t, dilation_t, groups, bias)
 
 
 def conv_transpose_nd(

@@ -1,5 +1,20 @@
-"""The N >= 4 convolutions: the leading N - 3 axes are folded so that one native conv3d does all
-the work, with exactly the multiply-adds of the N-D operator.
+"""The N >= 4 convolutions: the leading N - 3 axes are folded so that native conv3d does all the
+work, with exactly the multiply-adds of the N-D operator.
+
+Three strategies compute the same operator; they differ in the buffer holding the leading
+axes' kernel taps (k = prod of the leading kernel sizes):
+
+* ``outputs``: taps -> output channels. One conv3d on every input frame with k * O channels out,
+  then each output frame sums the frames its taps need. Buffer: k x (input frames x O).
+* ``inputs``: taps -> input channels. Each output frame gathers the input frames under its taps
+  (k * C channels), one conv3d on the output frames. Buffer: k x (output frames x C), kept for
+  backward. The natural choice for strided leading axes (only the output frames are convolved).
+* ``taps``: one conv3d per leading tap over all frames, added into the output (fold_taps.py).
+  No buffer; k smaller convolutions.
+
+``strategy`` (from ``NDUNET_FOLD_STRATEGY`` at import; "auto" unless set) forces one for both
+conv and transposed conv ("inputs" has no transposed form: there "auto" applies). "auto" picks by
+the buffer's size against input + output (_choose); the benchmark forces each for its A/B.
 
 Tensors travel channels-innermost, (B, *spatial, C) in memory: oneDNN's channels_last_3d
 convolutions are ~1.6x faster on CPU than the default layout, tap slices of such a tensor are
@@ -11,12 +26,56 @@ autograd.Function with an explicit adjoint (autograd through unfold would scatte
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["conv_fold", "conv_transpose_fold"]
+from ndunet.functional.fold_taps import conv_taps, conv_transpose_taps, fold_geometry
+from ndunet.functional.onednn import conv3d
+
+__all__ = ["STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
+
+STRATEGIES = ("auto", "outputs", "inputs", "taps")
+
+
+def _strategy_from_env() -> str:
+    name = os.environ.get("NDUNET_FOLD_STRATEGY", "auto")
+    if name not in STRATEGIES:
+        raise ValueError(f"NDUNET_FOLD_STRATEGY={name!r} is not valid; use one of {STRATEGIES}")
+    return name
+
+
+strategy = _strategy_from_env()
+
+
+@contextmanager
+def forced_strategy(name: str) -> Iterator[None]:
+    """Within the block, every N >= 4 conv uses strategy ``name`` (benchmarks and tests)."""
+    global strategy
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy={name!r} is not valid; use one of {STRATEGIES}")
+    before, strategy = strategy, name
+    try:
+        yield
+    finally:
+        strategy = before
+
+
+# "auto" takes the fastest strategy while its buffer stays within BUFFER_RATIO x (input + output)
+# bytes; beyond that (a memory-bound call) the buffer-free "taps" strategy
+BUFFER_RATIO = 1.5
+
+
+def _choose(unit_stride: bool, buffer: int, in_out: int, transposed: bool = False) -> str:
+    if strategy != "auto" and not (transposed and strategy == "inputs"):
+        return strategy
+    if buffer > BUFFER_RATIO * in_out:
+        return "taps"
+    return "outputs" if unit_stride else "inputs"
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -29,33 +88,6 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
         x5 = x5.contiguous(memory_format=torch.channels_last_3d)
         return x5.movedim(1, -1).unflatten(1, x.shape[2:-2])  # (B, *S, C)
     return xl.contiguous()
-
-
-def _fold_geometry(
-    lengths: Sequence[int],
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-) -> tuple[tuple[int, ...], list[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]]:
-    """Output lengths, and per kernel tap the output positions that see a real (unpadded) input
-    position and those input positions: ``out[t] <- in[t * s + tap * d - p]``."""
-    outs = tuple(
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(lengths, kernel, stride, padding, dilation)
-    )
-    taps = []
-    for tap in itertools.product(*(range(k) for k in kernel)):
-        out_sl, in_sl = [], []
-        for n, o, t, s, p, d in zip(lengths, outs, tap, stride, padding, dilation):
-            offset = t * d - p
-            lo, hi = max(0, -(offset // s)), min(o, (n - 1 - offset) // s + 1)
-            start = lo * s + offset
-            out_sl.append(slice(lo, hi))
-            in_sl.append(slice(start, start + (hi - lo - 1) * s + 1, s))
-        if all(sl.start < sl.stop for sl in out_sl):  # else the tap only ever sees padding
-            taps.append((tap, tuple(out_sl), tuple(in_sl)))
-    return outs, taps
 
 
 def _copy_rest_zero(dst: torch.Tensor, src: torch.Tensor, sl: tuple[slice, ...]) -> None:
@@ -99,7 +131,7 @@ class _GatherTaps(torch.autograd.Function):
     def forward(ctx, x, kernel, stride, padding, dilation):  # type: ignore[override]
         m = len(kernel)
         lengths = x.shape[1 : 1 + m]
-        outs, taps = _fold_geometry(lengths, kernel, stride, padding, dilation)
+        outs, taps = fold_geometry(lengths, kernel, stride, padding, dilation)
         ctx.geometry = (lengths, outs, taps)
         buf = x.new_empty(x.shape[0], *outs, *x.shape[1 + m : -1], *kernel, x.shape[-1])
         covered = {tap for tap, _, _ in taps}
@@ -131,7 +163,7 @@ class _ShiftSum(torch.autograd.Function):
     def forward(ctx, z, kernel, stride, padding, dilation):  # type: ignore[override]
         m = len(kernel)
         lengths = z.shape[1 : 1 + m]
-        outs, taps = _fold_geometry(lengths, kernel, stride, padding, dilation)
+        outs, taps = fold_geometry(lengths, kernel, stride, padding, dilation)
         ctx.geometry = (lengths, kernel, taps)
         shape = (z.shape[0], *outs, *z.shape[1 + m : -1 - m], z.shape[-1])
         parts = [
@@ -163,29 +195,48 @@ def conv_fold(
     padding: tuple[int, ...],
     dilation: tuple[int, ...],
     groups: int,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """conv_nd without bias for spatial_dims >= 4 (padding symmetric, per axis)."""
+    """conv_nd for spatial_dims >= 4 (padding symmetric, per axis)."""
     m = x.dim() - 5  # leading axes to fold
     batch, out_channels, kernel = x.shape[0], w.shape[0], tuple(w.shape[2 : 2 + m])
     geometry = (kernel, stride[:m], padding[:m], dilation[:m])
     inner = (stride[m:], padding[m:], dilation[m:], groups)
+    lengths, rest = x.shape[2 : 2 + m], x.shape[2 + m :]
+    outs, _ = fold_geometry(lengths, *geometry)
+    rest_out = [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(rest, w.shape[2 + m :], *inner[:3])
+    ]
+    unit = all(s == 1 for s in stride[:m])
+    frame_out = math.prod(rest_out) * out_channels  # elements of one output frame
+    out_numel = batch * math.prod(outs) * frame_out
+    if unit:  # "outputs": k x (input frames x one output frame)
+        buffer = math.prod(kernel) * batch * math.prod(lengths) * frame_out
+    else:  # "inputs": k x (output frames x one input frame)
+        buffer = math.prod(kernel) * batch * math.prod(outs) * math.prod(rest) * x.shape[1]
+    how = _choose(unit, buffer, x.numel() + out_numel)
     xl = _channels_last(x)  # (B, *L, *R, C)
-    if all(s == 1 for s in stride[:m]):
+    if how == "taps":
+        y = conv_taps(xl, w, bias, geometry, inner)  # (B, *Lout, *R', O)
+        return y.movedim(-1, 1)  # (B, O, *Lout, *R')
+    if how == "outputs":
         # taps -> output channels: conv3d on every input frame, then sum the frames each output
         # frame needs (no k-fold copy of the input is made, or kept for backward)
         wt = w.unflatten(0, (groups, -1)).movedim(tuple(range(3, 3 + m)), tuple(range(1, 1 + m)))
         wt = wt.flatten(0, m + 1)  # (G * prod(k) * O/g, C/g, *k_rest), channels (g, *k, o)
-        z = F.conv3d(xl.flatten(0, m).movedim(-1, 1), wt, None, *inner)  # (B*prod(L), ., *R')
-        z = z.unflatten(0, (batch, *x.shape[2 : 2 + m])).movedim(1 + m, -1)  # (B, *L, *R', .)
+        z = conv3d(xl.flatten(0, m).movedim(-1, 1), wt, None, *inner)  # (B*prod(L), ., *R')
+        z = z.unflatten(0, (batch, *lengths)).movedim(1 + m, -1)  # (B, *L, *R', .)
         z = z.unflatten(-1, (groups, *kernel, out_channels // groups))  # (B,*L,*R',G,*k,O/g)
-        y = _ShiftSum.apply(z, *geometry)  # (B, *Lout, *R', G, O/g)
-        return y.flatten(-2).movedim(-1, 1)  # (B, O, *Lout, *R')
-    # strided: taps -> input channels, so only the output frames are convolved
+        y = _ShiftSum.apply(z, *geometry).flatten(-2)  # (B, *Lout, *R', O)
+        if bias is not None:
+            y = y + bias
+        return y.movedim(-1, 1)  # (B, O, *Lout, *R')
+    # taps -> input channels, so only the output frames are convolved
     xg = _GatherTaps.apply(xl.unflatten(-1, (groups, -1)), *geometry)  # (B,*Lo,*R,G,*k,C/g)
-    outs = xg.shape[1 : 1 + m]
     xg = xg.flatten(-2 - m).flatten(0, m).movedim(-1, 1)  # (B*prod(Lo), G*prod(k)*C/g, *R)
     wg = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (O, prod(k) * C/g, *k_rest), channels (*k, c)
-    y = F.conv3d(xg, wg, None, *inner)  # (B*prod(Lout), O, *R')
+    y = conv3d(xg, wg, bias, *inner)  # (B*prod(Lout), O, *R')
     return y.unflatten(0, (batch, *outs)).movedim(1 + m, 1)  # (B, O, *Lout, *R')
 
 
@@ -204,9 +255,25 @@ def conv_transpose_fold(
     batch, lengths, kernel = x.shape[0], x.shape[2 : 2 + m], tuple(w.shape[2 : 2 + m])
     out_channels = w.shape[1] * groups
     xl = _channels_last(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R), channels-last
-    wt = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (C, prod(k) * O/g, *k_rest), channels (*k, o)
     full = [(n - 1) * s + (k - 1) * d + 1 for n, k, s, d in zip(lengths, kernel, stride, dilation)]
     keep = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
+    crop = (slice(None), *[slice(p, p + kp) for p, kp in zip(padding, keep)])
+    inner = (stride[m:], padding[m:], output_padding[m:], groups, dilation[m:])
+    rest_full = [  # the inner axes' output lengths
+        (n - 1) * s - 2 * p + (k - 1) * d + op + 1
+        for n, k, s, p, op, d in zip(x.shape[2 + m :], w.shape[2 + m :], *inner[:3], inner[4])
+    ]
+    out_numel = batch * math.prod(keep) * math.prod(rest_full) * out_channels
+    # "outputs" computes every tap's frames (k x input frames x one output frame)
+    buffer = math.prod(kernel) * batch * math.prod(lengths) * math.prod(rest_full) * out_channels
+    how = _choose(True, buffer, x.numel() + out_numel, transposed=True)
+    if how == "taps":
+        size = [max(f, p + kp) for f, p, kp in zip(full, padding, keep)]
+        y = conv_transpose_taps(
+            xl, w, bias, lengths, (kernel, stride[:m], dilation[:m], size), inner
+        )
+        return y[crop].movedim(-1, 1)  # (B, O, *out)
+    wt = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (C, prod(k) * O/g, *k_rest), channels (*k, o)
     tiled = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))
     extra = [max(0, p + kp - f) for p, kp, f in zip(padding, keep, full)]
     # when the taps tile the output exactly, every output voxel comes from one inner output
@@ -217,9 +284,7 @@ def conv_transpose_fold(
         inner_bias = (
             bias.view(groups, *([1] * m), -1).expand(groups, *kernel, -1).reshape(-1)
         )  # (G*prod(k)*O/g,), ordered (G, *k, o) like the conv's output channels
-    r = F.conv_transpose3d(
-        xl, wt, inner_bias, stride[m:], padding[m:], output_padding[m:], groups, dilation[m:]
-    )  # (B*prod(L), G*prod(k)*O/g, *R')
+    r = F.conv_transpose3d(xl, wt, inner_bias, *inner)  # (B*prod(L), G*prod(k)*O/g, *R')
     rest = r.shape[2:]
     r = r.unflatten(0, (batch, *lengths)).movedim(1 + m, -1)  # (B, *L, *R', G*prod(k)*O/g)
     r = r.unflatten(-1, (groups, *kernel, -1))  # (B, *L, *R', G, *k, O/g)
@@ -241,7 +306,7 @@ def conv_transpose_fold(
                 for t, d, n, s in zip(tap, dilation, lengths, stride)
             ]
             y[(slice(None), *sl)] += r[(slice(None),) * (1 + m) + tap]
-    y = y[(slice(None), *[slice(p, p + kp) for p, kp in zip(padding, keep)])]
+    y = y[crop]
     if bias is not None and not fuse_bias:
         y = y + bias  # channels are last here: (B, *out, O)
     return y.movedim(-1, 1)  # (B, O, *out)
