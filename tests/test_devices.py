@@ -45,6 +45,20 @@ def test_supervised_run_resumes_on_the_device(tmp_path, device):
     assert set(result) == {"loss", "dice"} and all(isinstance(v, float) for v in result.values())
 
 
+@pytest.mark.gpu
+def test_a_cuda_run_resumes_on_the_cpu_and_back(tmp_path):
+    data, common = _pairs(), dict(loss="bce", metrics=(), batch_size=8, **QUIET)
+    out = str(tmp_path / "moved")
+    for epochs, device in ((1, "cuda"), (2, "cpu"), (3, "cuda")):  # optimizer state and RNGs
+        SupervisedTrainer(_unet(), data, out_dir=out, epochs=epochs, resume=epochs > 1,
+                          device=device, **common).fit()  # fmt: skip
+    SupervisedTrainer(_unet(), data, out_dir=str(tmp_path / "cpu"), epochs=3, device="cpu",
+                      **common).fit()  # fmt: skip
+    a, b = (load_checkpoint(tmp_path / r).model_state for r in ("moved", "cpu"))
+    for k, v in b.items():
+        torch.testing.assert_close(a[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_device_tensors_as_training_data(tmp_path, device):
     x, y = (t.to(device) for t in _pairs(16))  # pinned memory takes CPU tensors only
     tr = SupervisedTrainer(_unet(), (x, y), (x, y), loss="mse", metrics=["psnr"], batch_size=8,
