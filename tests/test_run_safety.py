@@ -107,10 +107,12 @@ def test_two_cli_runs_with_one_seed_are_identical(tmp_path):
     if not torch.cuda.is_available():  # the CPU kernels are deterministic: the same bytes
         assert sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors")
         return
-    # CUDA's backward kernels (cuDNN weight gradients, atomics) sum in varying order
+    # CUDA's backward kernels (cuDNN weight gradients, atomics) sum in varying order, and AdamW
+    # turns the noise in near-zero gradients into steps of up to ~lr (1e-3): equal up to that,
+    # while another seed would move the weights by far more
     first, second = load_checkpoint(a).model_state, load_checkpoint(b).model_state
     for key, value in first.items():
-        torch.testing.assert_close(second[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(second[key], value, rtol=0, atol=5e-3, msg=key)
 
 
 @pytest.fixture(scope="module")
