@@ -132,7 +132,7 @@ class SetupMixin:
             return torch.compile(module, mode=cfg.compile_mode)
         per_rank = len(loader.sampler) if hasattr(loader.sampler, "__len__") else 0
         last = per_rank % (loader.batch_size or 1) if not loader.drop_last else 0
-        if last:  # a second static graph, recorded once; or no ragged batch at all
+        if last:  # the ragged batch costs one more compile and CUDA-graph recording
             logger.info(
                 "compile_mode=%r: the last batch of each epoch holds %d sample(s) and is compiled "
                 "and recorded as a second static graph; drop_last=True keeps one shape",
