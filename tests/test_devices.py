@@ -124,3 +124,13 @@ def test_tensors_on_a_device_are_not_pinned():
     on_device = build_loader(torch.empty(4, 1, 2, device="meta"), **options)
     assert on_device.pin_memory is False
     assert build_loader(torch.zeros(4, 1, 2), **options).pin_memory is True
+
+
+def test_a_cpu_generator_draws_the_same_imputation_mask_on_any_device(device):
+    from ndunet.diffusion.conditioning import random_mask
+
+    x0 = torch.zeros(3, 2, 8)
+    want = random_mask(x0, torch.Generator().manual_seed(5))
+    got = random_mask(x0.to(device), torch.Generator().manual_seed(5))  # CUDA x0: CPU draws
+    assert got.device.type == device and torch.equal(got.cpu(), want)
+    assert 0 < want.mean() < 1

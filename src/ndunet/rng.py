@@ -60,7 +60,21 @@ def randn(
 ) -> torch.Tensor:
     """Standard normal noise on ``device``, drawn by ``generator`` on the generator's own device:
     a CPU generator seeds a CUDA model's sampling, and gives the same noise on every device."""
+    return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def rand(
+    shape: tuple[int, ...] | torch.Size,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Uniform [0, 1) values on ``device``, drawn as :func:`randn` draws."""
+    return _draw(torch.rand, shape, generator, device, dtype)
+
+
+def _draw(fn: Any, shape: Any, generator: Any, device: Any, dtype: Any) -> torch.Tensor:
     if generator is None or torch.device(device or "cpu") == generator.device:
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
-    return noise.to(device)
+        return fn(shape, generator=generator, device=device, dtype=dtype)
+    return fn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)

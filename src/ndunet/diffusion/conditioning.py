@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ndunet.rng import rand
+
 
 def describe(value: object) -> str:
     """A short description of an argument for error messages (never a tensor's values)."""
@@ -56,10 +58,10 @@ def check_mask(mask: Tensor, like: Tensor, name: str = "mask") -> Tensor:
 def random_mask(x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """CSDI's random training mask: per sample a share ``u ~ U(0, 1)`` of the values is known
     (1), the rest is to be imputed (0); shape and dtype of ``x0``."""
-    batch = x0.shape[0]
-    share = torch.rand(batch, device=x0.device, generator=generator)
+    batch = x0.shape[0]  # drawn on the generator's device: a CPU one serves a CUDA x0 too
+    share = rand((batch,), generator=generator, device=x0.device)
     share = share.view(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1)
-    u = torch.rand(x0.shape, device=x0.device, generator=generator)
+    u = rand(x0.shape, generator=generator, device=x0.device)
     return (u < share).to(x0.dtype)
 
 
