@@ -134,3 +134,13 @@ def test_a_cpu_generator_draws_the_same_imputation_mask_on_any_device(device):
     got = random_mask(x0.to(device), torch.Generator().manual_seed(5))  # CUDA x0: CPU draws
     assert got.device.type == device and torch.equal(got.cpu(), want)
     assert 0 < want.mean() < 1
+
+
+def test_the_loss_takes_cpu_labels_times_and_noise_for_a_device_x0(device):
+    net = UNet(1, 1, 1, channels=(4, 8), num_groups=2, time_embedding=True, num_classes=3)
+    d = Diffusion(net, timesteps=10).to(device)
+    x0, noise = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+    y, t = torch.tensor([0, 2]), torch.tensor([1, 7])
+    loss = d(x0.to(device), y, t=t, noise=noise)  # the labels, times and noise on the CPU
+    want = d.cpu()(x0, y, t=t, noise=noise)
+    torch.testing.assert_close(loss.cpu(), want, rtol=1e-4, atol=1e-5)

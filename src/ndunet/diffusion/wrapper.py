@@ -133,6 +133,10 @@ class Diffusion(nn.Module):
         batch = x0.shape[0]
         check_labels(y, batch, self.num_classes, allow_null=True)
         conditioning.check_cond(cond, batch, tuple(x0.shape[2:]), cfg.cond_channels, cfg.condition)
+        # labels, times, noise and condition given on another device (CPU ones for a CUDA x0)
+        y, t, noise, cond = (
+            v.to(x0.device) if isinstance(v, Tensor) else v for v in (y, t, noise, cond)
+        )
         if mask is not None and cfg.condition != "mask":
             raise ValueError(f"mask needs condition='mask' (this one has {cfg.condition!r})")
         if cfg.condition == "mask":
