@@ -4,7 +4,8 @@ Rows, for each workload, all in one run on CPU:
 
 * ours: ``ndunet.layers.ConvNd`` / ``ConvTransposeNd`` (bias on), fed a standard contiguous input,
   with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.,
-  see ndunet/functional/fold.py; ``inputs`` has no transposed form), the A/B that decides "auto";
+  see ndunet/functional/fold.py; ``inputs`` and ``chunks`` have no transposed form), the A/B
+  that decides "auto";
 * (a) the practical ceiling: one ``conv3d`` (``conv_transpose3d``) doing exactly the same
   multiply-adds, handed its input already folded (the leading axes' kernel taps stacked as
   channels, their frames as batch), so it pays nothing for the fold. Timed in torch's default
@@ -133,7 +134,7 @@ def _ours(
     _check_same(out_fn(), ref)
     impls = [Impl("ours", _step(out_fn, grad, leaves))]
     for name in fold.STRATEGIES[1:]:
-        if transposed and name == "inputs":  # no transposed form
+        if transposed and name in ("inputs", "chunks"):  # no transposed form
             continue
         with fold.forced_strategy(name):
             _check_same(out_fn(), ref)
@@ -254,6 +255,7 @@ def measure(impls: list[Impl], rounds: int) -> None:
             _sync()
             impl.times.append((time.perf_counter() - t0) / inner)
     for impl in impls:
+        impl.step()  # every implementation starts its profiled step from its own grads alive
         impl.peak = peak_bytes(impl.step)
 
 

@@ -19,7 +19,7 @@ from scipy.signal import correlate
 from ndunet import functional as FN
 from ndunet.functional import fold
 
-STRATEGIES = ("outputs", "inputs", "taps")
+STRATEGIES = ("outputs", "inputs", "taps", "chunks")
 
 # (kernel, stride, padding, dilation, groups, size): unit and strided leading axes, dilation,
 # groups, padding, and kernels larger than some axes' stride
@@ -105,6 +105,19 @@ def test_conv_strategies_match_scipy(strategy, case) -> None:
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("ratio", [1e-9, 0.1, 1e9])
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]])
+def test_chunks_of_any_size_match_scipy(monkeypatch, ratio, case) -> None:
+    """One output frame per chunk, a few, and all of them in one chunk."""
+    monkeypatch.setattr(fold, "CHUNK_RATIO", ratio)
+    x, w, stride, padding, dilation, groups = _case(case, seed=2)
+    b = torch.randn(w.shape[0], dtype=torch.float64)
+    with fold.forced_strategy("chunks"):
+        ours = FN.conv_nd(x, w, b, stride, padding, dilation, groups)
+    ref = scipy_conv(x, w, stride, padding, dilation, groups) + b.view(1, -1, *[1] * len(stride))
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_conv_strategies_match_per_frame_loop_float32(strategy) -> None:
     """In float32 (oneDNN's fast paths, channels-last) against per-frame torch conv3d calls."""
@@ -165,15 +178,21 @@ def test_gradcheck_every_strategy(strategy) -> None:
         assert torch.autograd.gradcheck(conv_t, (x, w, b))
 
 
-def test_auto_picks_by_buffer_size(monkeypatch) -> None:
-    """Within the ratio the fast strategies; a buffer beyond it goes tap by tap."""
+def test_auto_picks_by_device_and_buffer_size() -> None:
+    """CPU: the fastest there; CUDA: "chunks" once the buffer passes the ratio."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    big = int(fold.BUFFER_RATIO * 10) + 1
     assert fold.strategy == "auto"
-    assert fold._choose(True, 10, 10) == "outputs"
-    assert fold._choose(False, 10, 10) == "inputs"
-    assert fold._choose(True, int(fold.BUFFER_RATIO * 10) + 1, 10) == "taps"
-    with fold.forced_strategy("inputs"):
-        assert fold._choose(True, 10**9, 10) == "inputs"
-        assert fold._choose(True, 10, 10, transposed=True) == "outputs"
+    assert fold._choose(True, big, 10, cpu) == "outputs"
+    assert fold._choose(False, big, 10, cpu) == "inputs"
+    assert fold._choose(True, 10, 10, cuda) == "outputs"
+    assert fold._choose(True, big, 10, cuda) == "chunks"
+    assert fold._choose(True, big, 10, cuda, transposed=True) == "outputs"
+    with fold.forced_strategy("taps"):
+        assert fold._choose(True, 10, 10, cpu) == "taps"
+        assert fold._choose(True, 10, 10, cpu, transposed=True) == "taps"
+    with fold.forced_strategy("chunks"):  # no transposed form
+        assert fold._choose(True, 10, 10, cpu, transposed=True) == "outputs"
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -213,7 +232,7 @@ def test_onednn_depth_padding_guard_in_a_subprocess() -> None:
             w = torch.randn(4, 3, *[1] * len(lead), k, k, k, requires_grad=True)
             n = len(lead)
             geo = ((1,) * n + (s,) * 3, (0,) * n + (p,) * 3)
-            for name in (("outputs", "inputs", "taps") if lead else ("auto",)):
+            for name in (("outputs", "inputs", "taps", "chunks") if lead else ("auto",)):
                 with fold.forced_strategy(name):
                     g, = torch.autograd.grad(FN.conv_nd(x, w, None, *geo).square().sum(), w)
                 w64 = w.detach().double().requires_grad_()

@@ -1,7 +1,7 @@
 """The N >= 4 convolutions: the leading N - 3 axes are folded so that native conv3d does all the
 work, with exactly the multiply-adds of the N-D operator.
 
-Three strategies compute the same operator; they differ in the buffer holding the leading
+Four strategies compute the same operator; they differ in the buffer holding the leading
 axes' kernel taps (k = prod of the leading kernel sizes):
 
 * ``outputs``: taps -> output channels. One conv3d on every input frame with k * O channels out,
@@ -11,10 +11,14 @@ axes' kernel taps (k = prod of the leading kernel sizes):
   backward. The natural choice for strided leading axes (only the output frames are convolved).
 * ``taps``: one conv3d per leading tap over all frames, added into the output (fold_taps.py).
   No buffer; k smaller convolutions.
+* ``chunks``: ``inputs`` for a chunk of output frames of the first leading axis at a time, read
+  from the input's own layout (fold_chunks.py): no input-sized copies, the per-frame loop's
+  memory, the buffer bounded by CHUNK_RATIO x (input + output).
 
 ``strategy`` (from ``NDUNET_FOLD_STRATEGY`` at import; "auto" unless set) forces one for both
-conv and transposed conv ("inputs" has no transposed form: there "auto" applies). "auto" picks by
-the buffer's size against input + output (_choose); the benchmark forces each for its A/B.
+conv and transposed conv ("inputs" and "chunks" have no transposed form: there "auto" applies).
+"auto" picks by device and by the buffer's size against input + output (_choose); the benchmark
+forces each strategy for its A/B.
 
 Tensors travel channels-innermost, (B, *spatial, C) in memory: oneDNN's channels_last_3d
 convolutions are ~1.6x faster on CPU than the default layout, tap slices of such a tensor are
@@ -34,12 +38,13 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from ndunet.functional.fold_chunks import chunk_frames, conv_chunks
 from ndunet.functional.fold_taps import conv_taps, conv_transpose_taps, fold_geometry
 from ndunet.functional.onednn import conv3d
 
 __all__ = ["STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
 
-STRATEGIES = ("auto", "outputs", "inputs", "taps")
+STRATEGIES = ("auto", "outputs", "inputs", "taps", "chunks")
 
 
 def _strategy_from_env() -> str:
@@ -65,16 +70,25 @@ def forced_strategy(name: str) -> Iterator[None]:
         strategy = before
 
 
-# "auto" takes the fastest strategy while its buffer stays within BUFFER_RATIO x (input + output)
-# bytes; beyond that (a memory-bound call) the buffer-free "taps" strategy
+# "auto": on CPU, always the fastest there (measured with benchmarks/conv_nd.py, time first):
+# "outputs" for unit leading strides, "inputs" for strided ones. On CUDA the same while the
+# buffer stays within BUFFER_RATIO x (input + output) elements; beyond it (a memory-bound call)
+# "chunks", whose memory is the per-frame loop's. Provisional for CUDA until the GPU A/B of
+# benchmarks/conv_nd.py --device cuda (every strategy against the ceiling and the loop) decides.
 BUFFER_RATIO = 1.5
+# "chunks" sizes its chunks so one chunk's gathered buffer is at most this x (input + output)
+CHUNK_RATIO = 0.25
 
 
-def _choose(unit_stride: bool, buffer: int, in_out: int, transposed: bool = False) -> str:
-    if strategy != "auto" and not (transposed and strategy == "inputs"):
+def _choose(
+    unit_stride: bool, buffer: int, in_out: int, device: torch.device, transposed: bool = False
+) -> str:
+    if strategy != "auto" and not (transposed and strategy in ("inputs", "chunks")):
         return strategy
-    if buffer > BUFFER_RATIO * in_out:
-        return "taps"
+    if transposed:  # its "outputs" buffer is the output itself for the U-Net's kernel 2 stride 2
+        return "outputs"
+    if device.type == "cuda" and buffer > BUFFER_RATIO * in_out:
+        return "chunks"
     return "outputs" if unit_stride else "inputs"
 
 
@@ -211,11 +225,15 @@ def conv_fold(
     unit = all(s == 1 for s in stride[:m])
     frame_out = math.prod(rest_out) * out_channels  # elements of one output frame
     out_numel = batch * math.prod(outs) * frame_out
-    if unit:  # "outputs": k x (input frames x one output frame)
-        buffer = math.prod(kernel) * batch * math.prod(lengths) * frame_out
-    else:  # "inputs": k x (output frames x one input frame)
-        buffer = math.prod(kernel) * batch * math.prod(outs) * math.prod(rest) * x.shape[1]
-    how = _choose(unit, buffer, x.numel() + out_numel)
+    # "inputs": k x (output frames x one input frame); "outputs": k x (input frames x one
+    # output frame)
+    gathered = math.prod(kernel) * batch * math.prod(outs) * math.prod(rest) * x.shape[1]
+    buffer = math.prod(kernel) * batch * math.prod(lengths) * frame_out if unit else gathered
+    how = _choose(unit, buffer, x.numel() + out_numel, x.device)
+    if how == "chunks":
+        budget = int(CHUNK_RATIO * (x.numel() + out_numel))
+        y = conv_chunks(x, w, bias, geometry, inner, chunk_frames(gathered, budget, outs[0]))
+        return y.movedim(-1, 1)  # (B, O, *Lout, *R')
     xl = _channels_last(x)  # (B, *L, *R, C)
     if how == "taps":
         y = conv_taps(xl, w, bias, geometry, inner)  # (B, *Lout, *R', O)
@@ -266,7 +284,7 @@ def conv_transpose_fold(
     out_numel = batch * math.prod(keep) * math.prod(rest_full) * out_channels
     # "outputs" computes every tap's frames (k x input frames x one output frame)
     buffer = math.prod(kernel) * batch * math.prod(lengths) * math.prod(rest_full) * out_channels
-    how = _choose(True, buffer, x.numel() + out_numel, transposed=True)
+    how = _choose(True, buffer, x.numel() + out_numel, x.device, transposed=True)
     if how == "taps":
         size = [max(f, p + kp) for f, p, kp in zip(full, padding, keep)]
         y = conv_transpose_taps(

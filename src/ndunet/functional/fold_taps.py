@@ -28,13 +28,17 @@ def fold_geometry(
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
+    outs: Sequence[int] | None = None,
 ) -> tuple[tuple[int, ...], Taps]:
     """Output lengths, and per kernel tap the output positions that see a real (unpadded) input
-    position and those input positions: ``out[t] <- in[t * s + tap * d - p]``."""
-    outs = tuple(
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(lengths, kernel, stride, padding, dilation)
-    )
+    position and those input positions: ``out[t] <- in[t * s + tap * d - p]``. ``outs`` given:
+    that many output positions (padding is then the front padding; a chunk of the frames)."""
+    if outs is None:
+        outs = [
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(lengths, kernel, stride, padding, dilation)
+        ]
+    outs = tuple(outs)
     taps = []
     for tap in itertools.product(*(range(k) for k in kernel)):
         out_sl, in_sl = [], []
