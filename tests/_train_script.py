@@ -114,6 +114,7 @@ def main() -> None:
         "--then-resume-to", type=int, default=0, help="then resume in-process to N epochs"
     )
     p.add_argument("--compile-backend", help="train compiled (compile=True) with this backend")
+    p.add_argument("--device", default="cpu", help="cpu (gloo under torchrun) or cuda (nccl)")
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.compile_backend:
@@ -127,6 +128,7 @@ def main() -> None:
         save_every_steps=a.save_every_steps,
         ema_decay=a.ema_decay,
         scheduler=a.scheduler,
+        device=a.device,
     )
     run(a.out_dir, resume=a.resume, epochs=a.epochs, compile=bool(a.compile_backend), **kw)
     if a.then_resume_to:  # eager: a compiled run's checkpoint resumes without compile

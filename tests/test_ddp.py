@@ -107,3 +107,20 @@ def test_ddp_two_processes_match_single_process_at_same_global_batch(tmp_path):
         epochs=3, save_every_steps=3, ema_decay=0.9, scheduler="constant",
     )  # fmt: skip
     assert more.step == 24 and load_checkpoint(tmp_path / "ddp").trainer_state()["world_size"] == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs a GPU per process")
+def test_nccl_ddp_on_two_gpus_matches_one_cpu_process(tmp_path):
+    # one GPU per rank (cuda:LOCAL_RANK, nccl); with fewer GPUs the CPU test above covers DDP
+    common = ["--noise", "0", "--dropout", "0", "--samples", "64", "--grad-accum", "1"]
+    common += ["--save-every-steps", "3", "--scheduler", "constant"]
+    _torchrun(tmp_path / "nccl", "--batch-size", "4", "--epochs", "1", "--device", "cuda", *common)
+    single = script.run(
+        tmp_path / "single", noise=0.0, dropout=0.0, n=64, batch_size=8, grad_accum=1, epochs=1,
+        save_every_steps=3, scheduler="constant",
+    )  # fmt: skip
+    a, b = load_checkpoint(tmp_path / "nccl"), load_checkpoint(tmp_path / "single")
+    assert a.trainer_state()["world_size"] == 2 and a.trainer_state()["step"] == single.step
+    for k, v in b.model_state.items():
+        torch.testing.assert_close(a.model_state[k], v, rtol=1e-3, atol=1e-4)
