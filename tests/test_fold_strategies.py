@@ -244,3 +244,30 @@ def test_onednn_depth_padding_guard_in_a_subprocess() -> None:
     run = _run(code)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "all close" in run.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy", ["auto", *STRATEGIES])
+def test_strategies_on_cuda_match_cpu(strategy) -> None:
+    """Forward and all gradients on CUDA (cuDNN, float32 without TF32) against CPU float64."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, 4, 6, dtype=torch.float64)
+    cases = [
+        (FN.conv_nd, torch.randn(6, 2, 3, 3, 3, 3, dtype=torch.float64), (1, 1, 1, 2)),
+        (FN.conv_nd, torch.randn(6, 4, 3, 2, 3, 3, dtype=torch.float64), (2, 1, 1, 1)),
+        (FN.conv_transpose_nd, torch.randn(4, 3, 2, 2, 2, 2, dtype=torch.float64), (2,)),
+    ]
+    for fn, w, args in cases:
+        b = torch.randn(w.shape[0] if fn is FN.conv_nd else w.shape[1], dtype=torch.float64)
+        outs = []
+        for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
+            leaves = [t.to(device, dtype).requires_grad_() for t in (x, w, b)]
+            with (
+                fold.forced_strategy(strategy),
+                torch.backends.cudnn.flags(enabled=True, allow_tf32=False),
+            ):
+                y = fn(*leaves, *args)
+                y.backward(torch.ones_like(y))
+            outs.append([y.detach(), *(t.grad for t in leaves)])
+        for ref, got in zip(*outs):
+            torch.testing.assert_close(got.cpu().double(), ref, rtol=1e-3, atol=1e-3)
