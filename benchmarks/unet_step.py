@@ -149,7 +149,8 @@ def run_row(
     args: argparse.Namespace,
 ) -> list[Result]:
     device = torch.device(args.device)
-    entries = [build(f, name) for f, name in factories]
+    wanted = args.models.split(",")
+    entries = [build(f, name) for f, name in factories if name.split(".")[0] in wanted]
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
     t = torch.randint(0, 1000, (shape[0],), device=device)
@@ -270,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last for 2-D/3-D")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (max-autotune, ...)")
+    p.add_argument(
+        "--models", default="ndunet,diffusers,monai", help="which of ndunet,diffusers,monai"
+    )
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     amps = args.amp.split(",")
