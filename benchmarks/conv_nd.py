@@ -3,7 +3,8 @@
 Rows, for each workload, all in one run on CPU:
 
 * ours: ``ndunet.layers.ConvNd`` / ``ConvTransposeNd`` (bias on), fed a standard contiguous input,
-  with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.,
+  with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.;
+  ``outputs frames``: with conv3d on NCDHW frames instead of channels-last, fold.layout;
   see ndunet/functional/fold.py; ``inputs`` and ``chunks`` have no transposed form), the A/B
   that decides "auto";
 * (a) the practical ceiling: one ``conv3d`` (``conv_transpose3d``) doing exactly the same
@@ -23,9 +24,10 @@ Peak memory: tracemalloc cannot see torch's allocations, and the process's max R
 (and includes allocator caching). Instead one extra fwd+bwd per implementation runs under
 ``torch.profiler`` with ``profile_memory=True``; every allocation and free of torch's CPU
 allocator is recorded with the allocator's running total, and the peak of that total minus its
-value at the start is reported: the most bytes of tensors alive at once during fwd+bwd, on top
-of the inputs and parameters that already existed. oneDNN's internal scratch space is allocated
-through torch's allocator as well (so it is counted for every row alike). A self-check of the
+value at the start is reported: the most bytes of tensors alive at once during fwd+bwd (the
+gradients it makes included: none are alive when it starts), on top of the inputs and parameters
+that already existed. oneDNN's internal scratch space is allocated through torch's allocator as
+well (so it is counted for every row alike). A self-check of the
 method runs first.
 
     PYTHONPATH=src python benchmarks/conv_nd.py [--rounds 5] [--threads 2] [--only ConvNd]
@@ -115,6 +117,7 @@ def _step(out_fn: Callable[[], torch.Tensor], grad: torch.Tensor, leaves: list) 
             t.grad = None
         out_fn().backward(grad)
 
+    step.leaves = leaves  # type: ignore[attr-defined]
     return step
 
 
@@ -135,18 +138,21 @@ def _ours(
     """The layer with "auto", and with each fold strategy forced (each checked against ref)."""
     _check_same(out_fn(), ref)
     impls = [Impl("ours", _step(out_fn, grad, leaves))]
-    for name in fold.STRATEGIES[1:]:
+    # every strategy in the default layout; "outputs" also with NCDHW frames (fold.layout)
+    variants = [(name, None) for name in fold.STRATEGIES[1:]] + [("outputs", "frames")]
+    for name, layout in variants:
         if transposed and name in ("inputs", "chunks"):  # no transposed form
             continue
-        with fold.forced_strategy(name):
+        with fold.forced_strategy(name, layout):
             _check_same(out_fn(), ref)
         step = _step(out_fn, grad, leaves)
 
-        def forced(name: str = name, step: Callable[[], None] = step) -> None:
-            with fold.forced_strategy(name):
+        def forced(name: str = name, layout: str | None = layout, step=step) -> None:
+            with fold.forced_strategy(name, layout):
                 step()
 
-        impls.append(Impl(f"ours, {name}", forced))
+        forced.leaves = leaves  # type: ignore[attr-defined]
+        impls.append(Impl(f"ours, {name}" + (f" {layout}" if layout else ""), forced))
     return impls
 
 
@@ -257,7 +263,9 @@ def measure(impls: list[Impl], rounds: int) -> None:
             _sync()
             impl.times.append((time.perf_counter() - t0) / inner)
     for impl in impls:
-        impl.step()  # every implementation starts its profiled step from its own grads alive
+        for other in impls:  # every profiled step starts with no gradients alive
+            for t in other.step.leaves:
+                t.grad = None
         impl.peak = peak_bytes(impl.step)
 
 
@@ -297,7 +305,7 @@ def print_summary(results: list[Result]) -> None:
         "fwd+bwd; (a) is the faster of its two layouts (by fastest run)."
     )
     print(
-        f"  {'workload':44s} {'ours':8s} {'ours/(a)':>12s} {'(b)/ours':>12s} {'mem/(b)':>8s} "
+        f"  {'workload':44s} {'ours':14s} {'ours/(a)':>12s} {'(b)/ours':>12s} {'mem/(b)':>8s} "
         f"{'mem/(a)':>8s}  targets"
     )
     for res in results:
@@ -315,7 +323,7 @@ def print_summary(results: list[Result]) -> None:
             verdict = "met" if not missed else "missed: " + ", ".join(missed)
             how = ours.name.removeprefix("ours").removeprefix(", ") or "auto"
             print(
-                f"  {res.title:44s} {how:8s} {ta:5.2f} ({ma:4.2f}) {tb:5.2f} ({mb:4.2f}) "
+                f"  {res.title:44s} {how:14s} {ta:5.2f} ({ma:4.2f}) {tb:5.2f} ({mb:4.2f}) "
                 f"{mem_b:8.2f} {mem_a:8.2f}  {verdict}"
             )
 

@@ -95,11 +95,12 @@ def _case(case, seed=0):
     return x, w, stride, padding, dilation, groups
 
 
+@pytest.mark.parametrize("layout", fold.LAYOUTS)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("case", CASES)
-def test_conv_strategies_match_scipy(strategy, case) -> None:
+def test_conv_strategies_match_scipy(strategy, case, layout) -> None:
     x, w, stride, padding, dilation, groups = _case(case)
-    with fold.forced_strategy(strategy):
+    with fold.forced_strategy(strategy, layout):
         ours = FN.conv_nd(x, w, None, stride, padding, dilation, groups)
     ref = scipy_conv(x, w, stride, padding, dilation, groups)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
@@ -130,13 +131,14 @@ def test_conv_strategies_match_per_frame_loop_float32(strategy) -> None:
         torch.testing.assert_close(ours, per_frame_conv(x, w, *geo), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("layout", fold.LAYOUTS)
 @pytest.mark.parametrize("strategy", ["outputs", "taps"])
 @pytest.mark.parametrize("case", CASES)
-def test_conv_transpose_strategies_match_scatter(strategy, case) -> None:
+def test_conv_transpose_strategies_match_scatter(strategy, case, layout) -> None:
     _, stride, padding, dilation, groups, _ = case
     x, w, *_ = _case(case, seed=1)
     output_padding = tuple(max(s, d) - 1 for s, d in zip(stride, dilation))
-    with fold.forced_strategy(strategy):
+    with fold.forced_strategy(strategy, layout):
         ours = FN.conv_transpose_nd(x, w, None, stride, padding, output_padding, groups, dilation)
     ref = scatter_conv_transpose(x, w, stride, padding, output_padding, dilation, groups)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
@@ -166,12 +168,14 @@ def test_gradcheck_every_strategy(strategy) -> None:
         w = torch.randn(groups, 1, *kernel, dtype=torch.float64, generator=g).requires_grad_()
         b = torch.randn(groups, dtype=torch.float64, generator=g).requires_grad_()
 
-        def conv(x, w, b, case=case):
-            with fold.forced_strategy(strategy):
+        layout = fold.LAYOUTS[i % 2]
+
+        def conv(x, w, b, case=case, layout=layout):
+            with fold.forced_strategy(strategy, layout):
                 return FN.conv_nd(x, w, b, *case[1:5])
 
-        def conv_t(x, w, b, case=case):
-            with fold.forced_strategy(strategy):  # "inputs" has no transposed form: auto
+        def conv_t(x, w, b, case=case, layout=layout):
+            with fold.forced_strategy(strategy, layout):  # "inputs", "chunks": auto there
                 return FN.conv_transpose_nd(x, w, b, case[1], case[2], 0, case[4], case[3])
 
         assert torch.autograd.gradcheck(conv, (x, w, b))
@@ -210,9 +214,14 @@ def test_bad_strategy_names() -> None:
     run = _run("import ndunet.functional", NDUNET_FOLD_STRATEGY="fast")
     assert run.returncode != 0
     assert "NDUNET_FOLD_STRATEGY='fast' is not valid" in run.stderr
-    run = _run("from ndunet.functional import fold; print(fold.strategy)",
-               NDUNET_FOLD_STRATEGY="taps")  # fmt: skip
-    assert run.returncode == 0 and run.stdout.strip() == "taps"
+    with pytest.raises(ValueError, match=r"fold_layout='nhwc' is not valid; use one of"):
+        fold.forced_strategy("taps", "nhwc").__enter__()
+    assert (fold.strategy, fold.layout) == ("auto", "channels_last")
+    run = _run("import ndunet.functional", NDUNET_FOLD_LAYOUT="nhwc")
+    assert "NDUNET_FOLD_LAYOUT='nhwc' is not valid" in run.stderr
+    run = _run("from ndunet.functional import fold; print(fold.strategy, fold.layout)",
+               NDUNET_FOLD_STRATEGY="taps", NDUNET_FOLD_LAYOUT="frames")  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "taps frames"
 
 
 def test_onednn_depth_padding_guard_in_a_subprocess() -> None:

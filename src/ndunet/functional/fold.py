@@ -23,6 +23,8 @@ forces each strategy for its A/B.
 Tensors travel channels-innermost, (B, *spatial, C) in memory: oneDNN's channels_last_3d
 convolutions are ~1.6x faster on CPU than the default layout, tap slices of such a tensor are
 contiguous runs of channels, and the results come back as permuted views without a copy.
+``layout`` ("frames", from ``NDUNET_FOLD_LAYOUT``) instead hands conv3d standard NCDHW frames,
+an A/B for cuDNN; every view works on logical shapes, so the layout changes copies, not results.
 The data movement around the conv3d is a handful of strided copies/adds, each written as an
 autograd.Function with an explicit adjoint (autograd through unfold would scatter-add slowly).
 """
@@ -42,32 +44,43 @@ from ndunet.functional.fold_chunks import chunk_frames, conv_chunks
 from ndunet.functional.fold_taps import conv_taps, conv_transpose_taps, fold_geometry
 from ndunet.functional.onednn import conv3d
 
-__all__ = ["STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
+__all__ = ["LAYOUTS", "STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
 
 STRATEGIES = ("auto", "outputs", "inputs", "taps", "chunks")
 
 
-def _strategy_from_env() -> str:
-    name = os.environ.get("NDUNET_FOLD_STRATEGY", "auto")
-    if name not in STRATEGIES:
-        raise ValueError(f"NDUNET_FOLD_STRATEGY={name!r} is not valid; use one of {STRATEGIES}")
+LAYOUTS = ("channels_last", "frames")
+
+
+def _from_env(variable: str, allowed: tuple[str, ...]) -> str:
+    name = os.environ.get(variable, allowed[0])
+    if name not in allowed:
+        raise ValueError(f"{variable}={name!r} is not valid; use one of {allowed}")
     return name
 
 
-strategy = _strategy_from_env()
+strategy = _from_env("NDUNET_FOLD_STRATEGY", STRATEGIES)
+# the memory layout of the folded input: channels innermost (oneDNN's fast layout), or "frames":
+# frame-major with channels before the inner axes, so conv3d sees standard NCDHW frames (an A/B
+# for cuDNN; it changes only copies, never the result)
+layout = _from_env("NDUNET_FOLD_LAYOUT", LAYOUTS)
 
 
 @contextmanager
-def forced_strategy(name: str) -> Iterator[None]:
-    """Within the block, every N >= 4 conv uses strategy ``name`` (benchmarks and tests)."""
-    global strategy
+def forced_strategy(name: str, fold_layout: str | None = None) -> Iterator[None]:
+    """Within the block, every N >= 4 conv uses strategy ``name`` (and layout ``fold_layout``
+    where given): for benchmarks and tests."""
+    global strategy, layout
     if name not in STRATEGIES:
         raise ValueError(f"strategy={name!r} is not valid; use one of {STRATEGIES}")
-    before, strategy = strategy, name
+    if fold_layout is not None and fold_layout not in LAYOUTS:
+        raise ValueError(f"fold_layout={fold_layout!r} is not valid; use one of {LAYOUTS}")
+    before = strategy, layout
+    strategy, layout = name, fold_layout or layout
     try:
         yield
     finally:
-        strategy = before
+        strategy, layout = before
 
 
 # "auto": on CPU, always the fastest there (measured with benchmarks/conv_nd.py, time first):
@@ -90,6 +103,16 @@ def _choose(
     if device.type == "cuda" and buffer > BUFFER_RATIO * in_out:
         return "chunks"
     return "outputs" if unit_stride else "inputs"
+
+
+def _fold_layout(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *L, *R) -> (B, *L, *R, C), in memory channels-innermost or, for layout "frames",
+    (B, *L, C, *R): either way every view below works on the same logical shape."""
+    if layout == "frames":
+        m = x.dim() - 5
+        xf = x.movedim(1, 1 + m).contiguous()  # (B, *L, C, *R)
+        return xf.movedim(1 + m, -1)  # (B, *L, *R, C), a view
+    return _channels_last(x)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +257,7 @@ def conv_fold(
         budget = int(CHUNK_RATIO * (x.numel() + out_numel))
         y = conv_chunks(x, w, bias, geometry, inner, chunk_frames(gathered, budget, outs[0]))
         return y.movedim(-1, 1)  # (B, O, *Lout, *R')
-    xl = _channels_last(x)  # (B, *L, *R, C)
+    xl = _fold_layout(x)  # (B, *L, *R, C)
     if how == "taps":
         y = conv_taps(xl, w, bias, geometry, inner)  # (B, *Lout, *R', O)
         return y.movedim(-1, 1)  # (B, O, *Lout, *R')
@@ -272,7 +295,7 @@ def conv_transpose_fold(
     m = x.dim() - 5  # leading axes to fold: their frames -> batch, their taps -> output channels
     batch, lengths, kernel = x.shape[0], x.shape[2 : 2 + m], tuple(w.shape[2 : 2 + m])
     out_channels = w.shape[1] * groups
-    xl = _channels_last(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R), channels-last
+    xl = _fold_layout(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R)
     full = [(n - 1) * s + (k - 1) * d + 1 for n, k, s, d in zip(lengths, kernel, stride, dilation)]
     keep = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
     crop = (slice(None), *[slice(p, p + kp) for p, kp in zip(padding, keep)])
