@@ -11,6 +11,7 @@ to the frames that tap read. The cost is prod(k_lead) smaller convolutions inste
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -168,6 +169,63 @@ def conv_taps(
     return _TapConv.apply(xl, w, bias, geometry, inner)
 
 
+class _TapConvTranspose(torch.autograd.Function):
+    """(B*prod(L), C, *R) channels-last -> (B, *full, *R', O) uncropped, one transposed conv3d
+    per leading tap, each added (or, where the taps tile the output, copied) at its stride; the
+    backward takes one conv backward per tap on that tap's (strided) frames of the gradient."""
+
+    @staticmethod
+    def forward(ctx, xl, w, bias, lengths, geometry, inner):  # type: ignore[override]
+        kernel, stride, dilation, size = geometry
+        m, batch = len(kernel), xl.shape[0] // math.prod(lengths)
+        # taps that tile the output exactly (the U-Net's kernel 2 / stride 2) write disjoint
+        # frames covering all of it: copied into an uninitialised output, the bias fused
+        exact = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))
+        exact = exact and list(size) == [n * s for n, s in zip(lengths, stride)]
+        taps = [
+            (tap, [slice(t * d, t * d + (n - 1) * s + 1, s)
+                   for t, d, n, s in zip(tap, dilation, lengths, stride)])
+            for tap in itertools.product(*(range(k) for k in kernel))
+        ]  # fmt: skip
+        ctx.save_for_backward(xl, w)
+        ctx.setup = (taps, tuple(lengths), inner, bias is not None)
+        y = None
+        for tap, sl in taps:
+            wt = w[(slice(None), slice(None), *tap)]  # (C, O/g, *k_rest)
+            r = F.conv_transpose3d(xl, wt, bias, *inner)  # (B*prod(L), O, *R')
+            r = _unframes(r, (batch, *lengths))  # (B, *L, *R', O)
+            if y is None:
+                y = (r.new_empty if exact else r.new_zeros)(batch, *size, *r.shape[1 + m :])
+            if exact:
+                y[(slice(None), *sl)] = r
+            else:
+                y[(slice(None), *sl)] += r
+            del r
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):  # type: ignore[override]
+        xl, w = ctx.saved_tensors
+        taps, lengths, (stride, padding, output_padding, groups, dilation), has_bias = ctx.setup
+        needs = tuple(ctx.needs_input_grad[:2])
+        gx, gw = None, w.new_zeros(w.shape) if needs[1] else None
+        for tap, sl in taps:
+            wt = w[(slice(None), slice(None), *tap)]  # (C, O/g, *k_rest)
+            g = _frames(gy, len(lengths), tuple(sl))  # (B*prod(L), O, *R'), a 1/k-sized copy
+            gi, gwt, _ = torch.ops.aten.convolution_backward(
+                g, xl, wt, None, stride, padding, dilation, True, output_padding, groups,
+                [*needs, False],
+            )  # fmt: skip
+            del g
+            if gi is not None:
+                gx = gi if gx is None else gx.add_(gi)
+            if gwt is not None:
+                gw[(slice(None), slice(None), *tap)] = gwt
+        gb = gy.flatten(0, -2).sum(0) if has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None
+
+
 def conv_transpose_taps(
     xl: torch.Tensor,
     w: torch.Tensor,
@@ -176,31 +234,11 @@ def conv_transpose_taps(
     geometry: tuple[tuple[int, ...], ...],
     inner: tuple,
 ) -> torch.Tensor:
-    """(B*prod(L), C, *R) channels-last -> (B, *full, *R', O) uncropped, one transposed conv3d
-    per leading tap, each added (or, where the taps tile the output, copied) at its stride."""
+    """(B*prod(L), C, *R) channels-last -> (B, *full, *R', O) uncropped."""
     kernel, stride, dilation, size = geometry
-    m, batch = len(kernel), xl.shape[0] // int(torch.Size(lengths).numel())
-    # taps that tile the output exactly (the U-Net's kernel 2 / stride 2) write disjoint
-    # frames covering all of it: copied into an uninitialised output, the bias fused
-    exact = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation)) and list(size) == [
-        n * s for n, s in zip(lengths, stride)
-    ]
-    y = None
-    for tap in itertools.product(*(range(k) for k in kernel)):
-        wt = w[(slice(None), slice(None), *tap)]  # (C, O/g, *k_rest)
-        r = F.conv_transpose3d(xl, wt, bias if exact else None, *inner)  # (B*prod(L), O, *R')
-        r = r.unflatten(0, (batch, *lengths)).movedim(1 + m, -1)  # (B, *L, *R', O)
-        if y is None:
-            y = (r.new_empty if exact else r.new_zeros)(batch, *size, *r.shape[1 + m :])
-        sl = [
-            slice(t * d, t * d + (n - 1) * s + 1, s)
-            for t, d, n, s in zip(tap, dilation, lengths, stride)
-        ]
-        if exact:
-            y[(slice(None), *sl)] = r
-        else:
-            y[(slice(None), *sl)] += r
-    assert y is not None
+    exact = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))
+    exact = exact and list(size) == [n * s for n, s in zip(lengths, stride)]
+    y = _TapConvTranspose.apply(xl, w, bias if exact else None, lengths, geometry, inner)
     if bias is not None and not exact:
         y = y + bias  # channels are last: (B, *full, *R', O)
     return y
