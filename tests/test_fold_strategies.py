@@ -270,7 +270,7 @@ def test_strategies_on_cuda_match_cpu(strategy) -> None:
         b = torch.randn(w.shape[0] if fn is FN.conv_nd else w.shape[1], dtype=torch.float64)
         outs = []
         for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
-            leaves = [t.to(device, dtype).requires_grad_() for t in (x, w, b)]
+            leaves = [t.detach().to(device, dtype).requires_grad_() for t in (x, w, b)]
             with (
                 fold.forced_strategy(strategy),
                 torch.backends.cudnn.flags(enabled=True, allow_tf32=False),
