@@ -130,3 +130,21 @@ def test_edm_config_checks():
     with pytest.raises(ValueError, match=r"rho=7\.5 is not valid with process='flow'"):
         DiffusionConfig(process="flow", rho=7.5)
     assert math.isclose(edm.abar_of_sigma(1.0), 0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_draws_take_a_cpu_generator_for_a_cuda_device():
+    """A CPU generator seeds CUDA training draws, with the values it gives on the CPU."""
+    from ndunet.diffusion import flow
+
+    def draw(device: str) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(3)
+        return [
+            edm.sample_sigma(4, generator=g, device=device).cpu(),
+            flow.sample_time(4, generator=g, device=device).cpu(),
+            flow.sample_time(4, "uniform", generator=g, device=device).cpu(),
+        ]
+
+    for a, b in zip(draw("cpu"), draw("cuda")):
+        torch.testing.assert_close(a, b)

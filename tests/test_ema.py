@@ -44,7 +44,7 @@ def test_warmup_decay_schedule():
         seen.append(ema.current_decay())
         ema.update(net)
     assert seen == pytest.approx([(1 + n) / (10 + n) for n in range(5)])
-    ema.num_updates.fill_(100000)
+    ema.load_state_dict({**ema.state_dict(), "num_updates": torch.tensor(100000)})
     assert ema.current_decay() == 0.999
 
 
@@ -95,3 +95,16 @@ def test_bad_input():
     ema = EMA(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="does not match"):
         ema.update(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_update_count_lives_on_the_host_and_survives_a_load():
+    """The decay warm-up reads a host-side count (no GPU sync per step), restored by a load."""
+    from ndunet.ema import EMA
+
+    model = torch.nn.Linear(3, 2)
+    a, b = EMA(model, decay=0.999, warmup=True), EMA(model, decay=0.999, warmup=True)
+    for _ in range(4):
+        a.update(model)
+    assert a.count == 4 and int(a.num_updates) == 4
+    b.load_state_dict(a.state_dict())
+    assert b.count == 4 and b.current_decay() == a.current_decay() == 5 / 14

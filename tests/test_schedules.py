@@ -176,3 +176,14 @@ def test_sample_timesteps_rejects_bad_steps(steps):
 def test_sample_timesteps_rejects_bad_spacing():
     with pytest.raises(ValueError, match="trailing"):
         sample_timesteps(1000, 10, "uniform")
+
+
+def test_gather_keeps_the_steps_on_their_device():
+    """The table goes to t's device; t is never read on the host (on a GPU that read would stall
+    every training step). A meta t cannot be copied to the host, so this fails on the old way."""
+    s = Schedule.from_name("linear", 1000)
+    t = torch.tensor([1, 5], device="meta")
+    out = s.gather(s.snr, t, torch.empty(2, 1, 4, 4, device="meta"))
+    assert out.shape == (2, 1, 1, 1) and out.device.type == "meta"
+    cpu = s.gather(s.snr, torch.tensor([1, 5]), torch.empty(2, 1, 4, 4))
+    assert torch.equal(cpu.flatten(), s.snr[[1, 5]].float())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +18,25 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-class EMA(nn.Module):
+class UpdateCounter(nn.Module):
+    """A ``num_updates`` buffer (saved in the state dict) with its value mirrored on the host as
+    ``count``: reading a CUDA buffer every step would stall the GPU until it caught up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.count = 0
+
+    def count_update(self) -> None:
+        self.num_updates += 1
+        self.count += 1
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+        self.count = int(self.num_updates)  # once per load, not per step
+
+
+class EMA(UpdateCounter):
     """An averaged copy of ``model`` in ``.module`` (eval mode, no grad).
 
     After the n-th :meth:`update` the average moves by ``1 - d_n`` towards the live weights, with
@@ -39,7 +58,6 @@ class EMA(nn.Module):
         self.warmup = warmup
         self.module = copy.deepcopy(unwrap_model(model))
         self.module.eval().requires_grad_(False)
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True) -> EMA:
         """The averaged copy always stays in eval mode."""
@@ -49,7 +67,7 @@ class EMA(nn.Module):
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` will use."""
-        n = int(self.num_updates)
+        n = self.count
         if self.warmup:
             return min(self.decay, (1.0 + n) / (10.0 + n))
         return self.decay
@@ -74,7 +92,7 @@ class EMA(nn.Module):
             )
         for (_, e), (_, b) in zip(self.module.named_buffers(), unwrap_model(model).named_buffers()):
             e.copy_(b)
-        self.num_updates += 1
+        self.count_update()
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ndunet._checks import check_float, check_int
-from ndunet.ema import unwrap_model
+from ndunet.ema import UpdateCounter, unwrap_model
 
 SNAPSHOT_DIR = "ema"
 SNAPSHOT_NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
@@ -47,7 +47,7 @@ def gamma_to_sigma_rel(gamma: float) -> float:
     return math.sqrt((gamma + 1) / ((gamma + 2) ** 2 * (gamma + 3)))
 
 
-class PowerEMA(nn.Module):
+class PowerEMA(UpdateCounter):
     """Power-function averages of ``model`` for each of ``sigma_rels`` (EDM2's default pair:
     0.05 and 0.10), in ``averages`` (eval mode, no grad). :meth:`update` after each optimizer
     step; ``module`` is the first profile (sampling)."""
@@ -63,7 +63,6 @@ class PowerEMA(nn.Module):
         base = unwrap_model(model)
         self.averages = nn.ModuleList(copy.deepcopy(base) for _ in self.sigma_rels)
         self.averages.eval().requires_grad_(False)
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     @property
     def module(self) -> nn.Module:
@@ -78,7 +77,7 @@ class PowerEMA(nn.Module):
     def update(self, model: nn.Module) -> None:
         """One step: ``avg <- beta avg + (1 - beta) weights``, ``beta = (1 - 1/t)^(gamma + 1)``
         (t = 1 copies the weights)."""
-        t = int(self.num_updates) + 1
+        t = self.count + 1
         source = unwrap_model(model)
         params = [p.detach() for p in source.parameters()]
         for avg, gamma in zip(self.averages, self.gammas):
@@ -90,7 +89,7 @@ class PowerEMA(nn.Module):
             torch._foreach_lerp_([a for a, _ in floats], [p.to(a.dtype) for a, p in floats], weight)
             for a, b in zip(avg.buffers(), source.buffers()):
                 a.copy_(b)
-        self.num_updates += 1
+        self.count_update()
 
 
 def profile_dot(t_a: Any, gamma_a: Any, t_b: Any, gamma_b: Any) -> np.ndarray:
@@ -127,7 +126,7 @@ def save_snapshot(run_dir: str | Path, ema: PowerEMA) -> Path:
     from ndunet.files import safe_write_bytes
 
     run_dir = Path(run_dir)
-    step = int(ema.num_updates)
+    step = ema.count
     tensors = {
         f"{i}.{k}": v.detach().cpu().contiguous()
         for i, avg in enumerate(ema.averages)

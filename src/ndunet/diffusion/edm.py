@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from ndunet import rng
 from ndunet._checks import check_float, check_int
 
 
@@ -43,7 +44,7 @@ def sample_sigma(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Training noise levels: ``ln(sigma) ~ N(p_mean, p_std^2)`` (table 1), shape (batch,)."""
-    z = torch.randn(batch, device=device, generator=generator)
+    z = rng.randn((batch,), generator=generator, device=device)  # a CPU generator may serve CUDA
     return torch.exp(p_mean + p_std * z)
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ndunet import rng
 from ndunet._checks import check_choice, check_float, check_int
 
 TimeSampling = Literal["logit_normal", "uniform"]
@@ -68,8 +69,8 @@ def sample_time(
     sec. 3.1) or uniform."""
     check_choice("time_sampling", mode, TIME_SAMPLINGS)
     if mode == "uniform":
-        return torch.rand(batch, device=device, generator=generator)
-    z = torch.randn(batch, device=device, generator=generator)
+        return rng.rand((batch,), generator=generator, device=device)
+    z = rng.randn((batch,), generator=generator, device=device)
     return torch.sigmoid(mean + std * z)
 
 

@@ -80,7 +80,7 @@ class GaussianProcess:
         target = parameterization.target(cfg.prediction, x0, noise, alpha, sigma)
         weight = None
         if cfg.loss_weighting == "min_snr":
-            snr = self.schedule.snr[t.cpu()].to(x0.device, torch.float32)
+            snr = self.schedule.gather(self.schedule.snr, t, x0).flatten()  # (B,)
             weight = losses.min_snr_weight(snr, cfg.prediction, cfg.min_snr_gamma)
         return TrainingPoint(alpha * x0 + sigma * noise, t, target, weight)
 

@@ -153,5 +153,8 @@ class Schedule:
 
     def gather(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """``values[t]`` shaped ``(B, 1, ..., 1)`` to broadcast against ``like``, in its dtype."""
-        out = values[t.detach().to("cpu", torch.long)]  # (B,) in float64
+        # the table travels to t's device, not t to the host: reading a CUDA t on the host
+        # would stall the GPU every training step (a small pageable copy does not)
+        table = values if values.device == t.device else values.to(t.device, non_blocking=True)
+        out = table[t.detach().long()]  # (B,) in float64
         return out.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))

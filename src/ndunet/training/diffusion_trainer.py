@@ -52,7 +52,7 @@ class PowerEMACallback(Callback):
 
     @staticmethod
     def _snapshot(trainer: Any) -> None:
-        if trainer.dist.is_main and int(trainer.power_ema.num_updates) > 0:
+        if trainer.dist.is_main and trainer.power_ema.count > 0:
             from ndunet.posthoc_ema import save_snapshot
 
             save_snapshot(trainer.out_dir, trainer.power_ema)
