@@ -31,7 +31,7 @@ well (so it is counted for every row alike). A self-check of the
 method runs first.
 
     PYTHONPATH=src python benchmarks/conv_nd.py [--rounds 5] [--threads 2] [--only ConvNd]
-    PYTHONPATH=src python benchmarks/conv_nd.py --device cuda   # adds the larger GPU rows
+    PYTHONPATH=src python benchmarks/conv_nd.py --device cuda [--cudnn-benchmark]  # + GPU rows
 """
 
 from __future__ import annotations
@@ -334,10 +334,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (tensors made there)")
     parser.add_argument("--only", default="", help="run only workloads whose title has this")
+    parser.add_argument(
+        "--cudnn-benchmark", action="store_true", help="let cuDNN autotune (same for every row)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_default_device(args.device)
     where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name()
+    if args.device != "cpu":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        where += (
+            f", cuDNN {torch.backends.cudnn.version()} benchmark={args.cudnn_benchmark} "
+            f"allow_tf32={torch.backends.cudnn.allow_tf32}"
+        )
     if args.device == "cpu":
         check_peak_method()
     print(
