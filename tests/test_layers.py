@@ -192,3 +192,41 @@ def test_forward_errors_name_the_problem() -> None:
         layer(torch.randn(1, 3, 2, 5, 5, 5))
     with pytest.raises(ValueError, match=r"spatial_dims=4"):
         L.MaxPoolNd(4, 2)(torch.randn(1, 3, 5, 5))
+
+
+def test_conv_factory_steps_around_the_onednn_depth_bug_in_a_subprocess():
+    """layers.conv(3, ...) with a kernel that can meet torch 2.13's oneDNN weight-gradient bug
+    (a 3-D ResNet stem: k=7, s=2, p=3, on a depth-5 volume) gives torch's nn.Conv3d's parameters
+    and the right gradient; plain nn.Conv3d crashes or returns garbage there (a subprocess, so a
+    segfault fails this test instead of the run)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from ndunet.layers import conv as make_conv
+
+    layer = make_conv(3, 3, 4, 7, 2, 3)
+    assert isinstance(layer, torch.nn.Conv3d)
+    assert type(make_conv(3, 3, 4, 3, 1, 1)) is torch.nn.Conv3d  # others stay torch's own
+    code = """
+    import torch
+    from ndunet.layers import conv
+    torch.manual_seed(0)
+    layer = conv(3, 3, 4, 7, 2, 3)
+    x = torch.randn(2, 3, 5, 9, 9)
+    g, = torch.autograd.grad(layer(x).square().sum(), layer.weight)
+    ref = conv(3, 3, 4, 7, 2, 3).double()
+    ref.load_state_dict(layer.state_dict())
+    r, = torch.autograd.grad(ref(x.double()).square().sum(), ref.weight)
+    torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-3 * r.abs().max())
+    print("all close")
+    """
+    src = os.path.join(os.path.dirname(__file__), os.pardir, "src")
+    env = {**os.environ, "PYTHONPATH": src, "MALLOC_CHECK_": "3"}
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "all close" in run.stdout

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["conv3d", "conv3d_backward", "depth_padding_bug"]
+__all__ = ["conv3d", "conv3d_backward", "depth_padding_bug", "depth_padding_bug_possible"]
 
 
 def depth_padding_bug(
@@ -26,11 +26,19 @@ def depth_padding_bug(
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
-        and span >= 7
-        and stride[0] >= 2
-        and padding[0] > 0
+        and depth_padding_bug_possible(tuple(w.shape[2:]), stride, padding, dilation)
         and x.shape[2] <= 2 * span
     )
+
+
+def depth_padding_bug_possible(
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> bool:
+    """Whether a conv3d of this geometry can meet the bug on some input (the input decides)."""
+    return (kernel[0] - 1) * dilation[0] + 1 >= 7 and stride[0] >= 2 and padding[0] > 0
 
 
 def conv3d(

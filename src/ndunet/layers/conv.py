@@ -10,6 +10,7 @@ from torch import nn
 
 from ndunet import functional as FN
 from ndunet._checks import IntOrTuple, as_tuple, check_input
+from ndunet.functional import onednn
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -249,6 +250,33 @@ class ConvTransposeNd(_ConvBase):
         )
 
 
+class Conv3d(nn.Conv3d):
+    """torch's nn.Conv3d (same parameters, state dict and arithmetic) whose convolution steps
+    around torch 2.13's oneDNN CPU weight-gradient bug (large strided depth kernels on a short
+    depth axis; see :mod:`ndunet.functional.onednn`). :func:`conv` picks it only for kernels that
+    can meet that bug, such as a 3-D ResNet stem (7, stride 2, padding 3)."""
+
+    def _conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            return super()._conv_forward(input, weight, bias)
+        return onednn.conv3d(
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+def _may_meet_onednn_bug(
+    kernel_size: IntOrTuple, stride: IntOrTuple, padding: object, dilation: IntOrTuple
+) -> bool:
+    if isinstance(padding, str):
+        return False
+    k, s, p, d = (as_tuple(v, 3, name) for v, name in (
+        (kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")
+    ))  # fmt: skip
+    return onednn.depth_padding_bug_possible(k, s, p, d)
+
+
 def conv(
     spatial_dims: int,
     in_channels: int,
@@ -277,6 +305,8 @@ def conv(
     )
     if n <= 3:
         _conv_args(n, *args[:-2], padding_mode)  # ndunet's messages, before torch's
+        if n == 3 and _may_meet_onednn_bug(kernel_size, stride, padding, dilation):
+            return Conv3d(*args, **factory)
         return _NATIVE_CONV[n](*args, **factory)
     return ConvNd(n, *args, **factory)
 

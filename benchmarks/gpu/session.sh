@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Run ON a lent GPU machine, in the repository root, as ONE device call (issue 12's checks):
+#
+#   here, once:   bash benchmarks/gpu/wheels.sh            (fills .whl/, git-ignored)
+#   device call:  run(command="bash benchmarks/gpu/session.sh", carry=[".whl"], timeout_s=600)
+#
+# Stages, in order of priority, each under its own time limit, inside one overall deadline
+# (DEADLINE seconds, default 560: a device command may run 600), each writing $OUT/<stage>.log:
+#   suite    the whole test suite on CUDA (gpu-marked tests included), xdist
+#   unet     benchmarks/unet_step.py: fp32 and bf16 with the peers, and bf16 channels_last
+#   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop
+#   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
+#   compile  unet_step.py --compile at batch 256 (share of the bf16 matrix rate)
+# STAGES="unet,conv" bash benchmarks/gpu/session.sh runs a subset (e.g. for a rerun).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+STAGES=${STAGES:-suite,unet,conv,profile,compile}
+DEADLINE=${DEADLINE:-560}
+start=$(date +%s)
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || echo "wheel install failed"
+fi
+export PYTHONPATH=/tmp/site:$PWD/src
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  python3 -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, \
+'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+  for m in diffusers monai nibabel zarr tifffile h5py scipy triton; do
+    python3 -c "import $m; print('$m', getattr($m, '__version__', '?'))" 2>&1 | tail -n 1
+  done
+  nproc
+} >"$OUT/env.log" 2>&1
+cat "$OUT/env.log"
+
+stage() {  # stage NAME LIMIT_S COMMAND...: run when listed and when its limit fits the deadline
+  local name=$1 limit=$2
+  shift 2
+  [[ ",$STAGES," == *",$name,"* ]] || return 0
+  local left=$((DEADLINE - ($(date +%s) - start)))
+  if ((left < 30)); then
+    echo "== $name skipped: ${left}s left"
+    return 0
+  fi
+  ((limit > left)) && limit=$left
+  echo "== $name (limit ${limit}s)"
+  local t0=$(date +%s)
+  timeout -k 5 "$limit" "$@" >>"$OUT/$name.log" 2>&1
+  echo "== $name rc=$? in $(($(date +%s) - t0))s"
+}
+
+stage suite 210 python3 -m pytest -q -n 12 -p no:cacheprovider --maxfail=40 -rfE \
+  --timeout=200 -o addopts="--strict-markers"
+tail -n 60 "$OUT/suite.log" 2>/dev/null
+
+stage unet 110 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 --batch 64 \
+  --rounds 15 --warmup 3
+stage unet 40 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 64 \
+  --rows 2d,3d --channels-last --rounds 15 --warmup 3
+grep -A12 "^summary" "$OUT/unet.log" 2>/dev/null
+
+stage conv 80 python3 benchmarks/conv_nd.py --device cuda --rounds 20
+tail -n 45 "$OUT/conv.log" 2>/dev/null
+
+stage profile 60 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 2 \
+  --batch 64 --variants old,new --top 12
+tail -n 40 "$OUT/profile.log" 2>/dev/null
+
+stage compile 140 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 256 \
+  --rows 2d --compile --models ndunet --rounds 10 --warmup 2
+grep -A6 "^summary" "$OUT/compile.log" 2>/dev/null
+echo "total $(($(date +%s) - start))s"
