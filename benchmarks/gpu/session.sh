@@ -64,7 +64,9 @@ stage unet 40 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 6
   --rows 2d,3d --channels-last --rounds 15 --warmup 3
 grep -A12 "^summary" "$OUT/unet.log" 2>/dev/null
 
-stage conv 80 python3 benchmarks/conv_nd.py --device cuda --rounds 20
+stage conv 80 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 8
+stage conv 30 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 8 \
+  --cudnn-benchmark --only "B=4"
 tail -n 45 "$OUT/conv.log" 2>/dev/null
 
 stage profile 60 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 2 \
