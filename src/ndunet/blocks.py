@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from ndunet._checks import IntOrTuple, as_tuple, check_choice, lookup
@@ -53,15 +54,24 @@ def _conditioning(
     h: Tensor, proj: nn.Module | None, emb: Tensor | None, mode: str = "scale_shift"
 ) -> Tensor:
     """``h * (1 + scale) + shift`` with (scale, shift) = proj(emb) split in two, per channel; or
-    ``h + proj(emb)`` for mode "add"."""
+    ``h + proj(emb)`` for mode "add".
+
+    In ``h``'s dtype: the (B, C) vectors are cast to it, so a float32 embedding never promotes
+    bf16/fp16 activations to float32. On a GPU one fused pass over ``h`` (``addcmul``); on the
+    CPU a multiply and an add, whose kernels have vectorized paths for the broadcast (B, C, 1, ...)
+    operand that ``addcmul``'s lacks (2-5x slower there on a contiguous ``h``).
+    """
     if proj is None or emb is None:
         return h
-    e = proj(emb)  # (B, C) or (B, 2C)
+    e = proj(emb).to(h.dtype)  # (B, C) or (B, 2C); a no-op under autocast
     shape = (e.shape[0], -1) + (1,) * (h.dim() - 2)  # (B, C, 1, ..., 1)
     if mode == "add":
         return h + e.reshape(shape)
     scale, shift = e.chunk(2, dim=1)  # (B, C) each
-    return h * (1 + scale.reshape(shape)) + shift.reshape(shape)
+    scale, shift = (1 + scale).reshape(shape), shift.reshape(shape)
+    if h.device.type == "cpu":
+        return h * scale + shift
+    return torch.addcmul(shift, h, scale)
 
 
 def _kernels(kernel_size: IntOrTuple, kernel_sizes: Sequence[IntOrTuple] | None, n: int) -> list:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ndunet.layers.activation import ActivationSpec, activation
+from ndunet.layers.norm import autocast_dtype
 
 __all__ = ["ClassEmbedding", "TimeEmbedding", "sinusoidal_embedding"]
 
@@ -74,4 +75,8 @@ class ClassEmbedding(nn.Module):
         return self.num_classes
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.embedding(y)
+        e = self.embedding(y)  # (B, E) in the table's dtype: autocast leaves lookups alone
+        dtype = autocast_dtype(e.device.type)
+        # Under autocast, hand on the autocast dtype as the time MLP's Linear layers do: a float32
+        # vector here would promote their sum, and each block's projection would cast it again.
+        return e if dtype is None or not e.is_floating_point() else e.to(dtype)
