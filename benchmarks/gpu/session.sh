@@ -69,9 +69,13 @@ stage conv 30 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 
   --cudnn-benchmark --only "B=4"
 tail -n 45 "$OUT/conv.log" 2>/dev/null
 
-stage profile 60 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 2 \
-  --batch 64 --variants old,new --top 12
-tail -n 40 "$OUT/profile.log" 2>/dev/null
+stage profile 40 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 2 \
+  --batch 64 --channels-last --variants old,new,new-cl --steps 10 --top 12
+stage profile 25 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 3 \
+  --channels-last --variants old,new,new-cl --steps 10 --top 8
+stage profile 20 python3 benchmarks/profile_step.py --device cuda --amp bf16 --batch 64 \
+  --variants new --cudnn-benchmark --steps 10 --top 8
+tail -n 60 "$OUT/profile.log" 2>/dev/null
 
 stage compile 140 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 256 \
   --rows 2d --compile --models ndunet --rounds 10 --warmup 2
