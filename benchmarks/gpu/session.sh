@@ -5,7 +5,7 @@
 #   device call:  run(command="bash benchmarks/gpu/session.sh", carry=[".whl"], timeout_s=600)
 #
 # Stages, in order of priority, each under its own time limit, inside one overall deadline
-# (DEADLINE seconds, default 560: a device command may run 600), each writing $OUT/<stage>.log:
+# (DEADLINE seconds, default 570: a device command may run 600), each writing $OUT/<stage>.log:
 #   suite    the whole test suite on CUDA (gpu-marked tests included), xdist
 #   unet     benchmarks/unet_step.py: fp32 and bf16 with the peers, and bf16 channels_last
 #   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 STAGES=${STAGES:-suite,unet,conv,profile,compile}
-DEADLINE=${DEADLINE:-560}
+DEADLINE=${DEADLINE:-570}
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -54,7 +54,7 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run when listed and when its limit f
   echo "== $name rc=$? in $(($(date +%s) - t0))s"
 }
 
-stage suite 210 python3 -m pytest -q -n 12 -p no:cacheprovider --maxfail=40 -rfE \
+stage suite 180 python3 -m pytest -q -n 12 -p no:cacheprovider --maxfail=40 -rfE \
   --timeout=200 -o addopts="--strict-markers"
 tail -n 60 "$OUT/suite.log" 2>/dev/null
 
