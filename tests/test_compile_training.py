@@ -20,6 +20,7 @@ from ndunet.training import DiffusionTrainer, SupervisedTrainer, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _train_script as script
+from test_run_safety import TINY
 
 SCRIPT = Path(__file__).parent / "_train_script.py"
 
@@ -159,28 +160,7 @@ def test_reduce_overhead_on_cuda_with_a_ragged_batch_resumes_eager(tmp_path, mon
     assert more.step == 9 and torch.isfinite(more.sample(2)).all()
 
 
-TINY_RUN = """
-[task]
-type = "diffusion"
-validate = false
-
-[data]
-name = "digits"
-
-[model]
-channels = [4, 8]
-num_res_blocks = 1
-num_groups = 2
-
-[diffusion]
-timesteps = 50
-sample_steps = 2
-
-[trainer]
-max_steps = 2
-batch_size = 16
-sample_n = 2
-"""
+TINY_RUN = TINY  # test_run_safety's two-step diffusion run file
 
 
 def test_cli_compile_flag_then_an_eager_resume(tmp_path, compile_calls):

@@ -41,7 +41,12 @@ import torch
 import torch.nn.functional as F
 
 from ndunet.functional.fold_chunks import chunk_frames, conv_chunks
-from ndunet.functional.fold_taps import conv_taps, conv_transpose_taps, fold_geometry
+from ndunet.functional.fold_taps import (
+    _copy_rest_zero,
+    conv_taps,
+    conv_transpose_taps,
+    fold_geometry,
+)
 from ndunet.functional.onednn import conv3d
 
 __all__ = ["LAYOUTS", "STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
@@ -125,20 +130,6 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
         x5 = x5.contiguous(memory_format=torch.channels_last_3d)
         return x5.movedim(1, -1).unflatten(1, x.shape[2:-2])  # (B, *S, C)
     return xl.contiguous()
-
-
-def _copy_rest_zero(dst: torch.Tensor, src: torch.Tensor, sl: tuple[slice, ...]) -> None:
-    """``dst[:, *sl] = src``, and zero everywhere else in dst."""
-    if any(s.step != 1 for s in sl):
-        dst.zero_()
-    else:  # zero only the margins outside the window, axis by axis
-        for axis, s in enumerate(sl):
-            lead = (slice(None),) * (1 + axis)
-            if s.start > 0:
-                dst[(*lead, slice(0, s.start))].zero_()
-            if s.stop < dst.shape[1 + axis]:
-                dst[(*lead, slice(s.stop, None))].zero_()
-    dst[(slice(None), *sl)].copy_(src)
 
 
 def _tap_sum(shape: tuple[int, ...], parts: list, like: torch.Tensor) -> torch.Tensor:

@@ -148,13 +148,16 @@ class _TapConv(torch.autograd.Function):
 
 
 def _copy_rest_zero(dst: torch.Tensor, src: torch.Tensor, sl: tuple[slice, ...]) -> None:
-    """``dst[:, *sl] = src``, and zero everywhere else in dst (unit steps: only the margins)."""
-    for axis, s in enumerate(sl):
-        lead = (slice(None),) * (1 + axis)
-        if s.start > 0:
-            dst[(*lead, slice(0, s.start))].zero_()
-        if s.stop < dst.shape[1 + axis]:
-            dst[(*lead, slice(s.stop, None))].zero_()
+    """``dst[:, *sl] = src``, and zero everywhere else in dst."""
+    if any(s.step != 1 for s in sl):
+        dst.zero_()
+    else:  # zero only the margins outside the window, axis by axis
+        for axis, s in enumerate(sl):
+            lead = (slice(None),) * (1 + axis)
+            if s.start > 0:
+                dst[(*lead, slice(0, s.start))].zero_()
+            if s.stop < dst.shape[1 + axis]:
+                dst[(*lead, slice(s.stop, None))].zero_()
     dst[(slice(None), *sl)].copy_(src)
 
 
