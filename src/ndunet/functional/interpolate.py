@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ndunet._checks import IntOrTuple, check_choice, invalid, spatial_dims_of
 from ndunet.functional.checks import INTERP_MODES, interpolate_sizes
+from ndunet.functional.take import index_select
 
 __all__ = ["InterpMode", "interpolate_nd", "interpolate_separable"]
 
@@ -82,10 +83,10 @@ def _interp_axis(
     scale_t = torch.tensor(scale, dtype=opmath)
     if mode == "nearest":
         idx = (dst * scale_t).floor().long().clamp(max=in_size - 1)
-        return x.index_select(dim, idx)
+        return index_select(x, dim, idx)
     if mode == "nearest-exact":
         idx = ((dst + 0.5) * scale_t).floor().long().clamp(max=in_size - 1)
-        return x.index_select(dim, idx)
+        return index_select(x, dim, idx)
     src = dst * scale_t if align_corners else ((dst + 0.5) * scale_t - 0.5).clamp(min=0.0)
     i0 = src.long().clamp(max=in_size - 1)
     i1 = (i0 + 1).clamp(max=in_size - 1)
@@ -93,4 +94,4 @@ def _interp_axis(
     shape = [1] * x.dim()
     shape[dim] = out_size
     lam1 = lam1.view(shape)
-    return x.index_select(dim, i0) * (1 - lam1) + x.index_select(dim, i1) * lam1
+    return index_select(x, dim, i0) * (1 - lam1) + index_select(x, dim, i1) * lam1

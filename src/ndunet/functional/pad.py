@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ndunet._checks import check_choice
 from ndunet.functional.checks import PAD_MODES, pad_pairs
+from ndunet.functional.take import index_select
 
 __all__ = ["PadMode", "pad_nd"]
 
@@ -47,5 +48,5 @@ def pad_nd(
     for axis, (before, after) in enumerate(pairs):
         if before or after:
             idx = _pad_index(out.shape[2 + axis], before, after, mode, out.device)
-            out = out.index_select(2 + axis, idx)
+            out = index_select(out, 2 + axis, idx)
     return out
