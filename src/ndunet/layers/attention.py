@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ndunet._checks import check_choice
 from ndunet.layers.activation import ActivationSpec, activation
 from ndunet.layers.conv import check_spatial_dims, conv
 from ndunet.layers.norm import norm as make_norm
@@ -100,6 +101,15 @@ def _tokens(x: Tensor, pos_embedding: PositionEmbedding | None) -> Tensor:
     return h
 
 
+def _attend(module: nn.Module, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+    """``x + proj(attention(q, k, v))`` with the heads merged back; q, k, v are (B, H, L, D)."""
+    b, heads, length, d = q.shape
+    p = module.dropout if module.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, L, D)
+    out = module.proj(out.transpose(1, 2).reshape(b, length, heads * d))  # (B, L, C)
+    return x + out.transpose(1, 2).reshape(x.shape)  # (B, C, *spatial)
+
+
 class SelfAttention(nn.Module):
     """Residual multi-head self-attention over all positions: ``x + proj(attn(norm(x)))``.
 
@@ -120,8 +130,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         num_heads = head_count(channels, num_heads, head_dim)
-        if pos_embedding not in (None, "sinusoidal"):
-            raise ValueError(f"pos_embedding={pos_embedding!r}; allowed: None, 'sinusoidal'")
+        check_choice("pos_embedding", pos_embedding, (None, "sinusoidal"))
         self.channels, self.num_heads = channels, num_heads
         self.pos_embedding = pos_embedding
         self.dropout = dropout
@@ -136,10 +145,7 @@ class SelfAttention(nn.Module):
         heads = self.num_heads
         qkv = self.qkv(h).reshape(b, length, 3, heads, c // heads)  # (B, L, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
-        p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, L, D)
-        out = self.proj(out.transpose(1, 2).reshape(b, length, c))  # (B, L, C)
-        return x + out.transpose(1, 2).reshape(x.shape)  # (B, C, *spatial)
+        return _attend(self, q, k, v, x)
 
     def extra_repr(self) -> str:
         return (
@@ -172,8 +178,7 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.num_heads = head_count(channels, num_heads, head_dim)
-        if pos_embedding not in (None, "sinusoidal"):
-            raise ValueError(f"pos_embedding={pos_embedding!r}; allowed: None, 'sinusoidal'")
+        check_choice("pos_embedding", pos_embedding, (None, "sinusoidal"))
         self.channels, self.query_channels = channels, query_channels
         self.pos_embedding, self.dropout = pos_embedding, dropout
         self.norm = make_norm(norm, spatial_dims, channels)  # type: ignore[arg-type]
@@ -194,10 +199,7 @@ class CrossAttention(nn.Module):
         kv = self.kv(_tokens(self.norm(x), self.pos_embedding))  # (B, L, 2C)
         q = q.reshape(b, length, heads, c // heads).transpose(1, 2)  # (B, H, L, D)
         k, v = kv.reshape(b, length, 2, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, L, D)
-        out = self.proj(out.transpose(1, 2).reshape(b, length, c))  # (B, L, C)
-        return x + out.transpose(1, 2).reshape(x.shape)  # (B, C, *spatial)
+        return _attend(self, q, k, v, x)
 
     def extra_repr(self) -> str:
         return (
