@@ -20,6 +20,7 @@ mkdir -p .whl
 get nibabel==5.4.2 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.8.0 \
   importlib-resources==6.5.2
 # the peers of benchmarks/unet_step.py
-get diffusers==0.35.2 monai==1.5.2 importlib-metadata==8.7.0
+get diffusers==0.42.1 monai==1.5.2 importlib-metadata==8.7.0  # diffusers 0.42 matches the
+# image's huggingface-hub 1.33 and safetensors 0.8; MONAI's DiffusionModelUNet uses its einops
 du -sh .whl
 ls .whl
