@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ndunet.app.cli import main
 
@@ -175,6 +176,21 @@ def test_sample_is_reproducible_and_follows_the_seed(diffusion_run, tmp_path):
         assert main([*args, "--out", str(path)]) == 0
         outs.append(np.load(path))
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+    # --device: the seed's noise comes from a CPU generator, so every device draws the same
+    cpu = tmp_path / "cpu.npy"
+    args = ["sample", str(diffusion_run), "--n", "3", "--steps", "2", "--seed", "1"]
+    assert main([*args, "--device", "cpu", "--out", str(cpu)]) == 0
+    np.testing.assert_allclose(np.load(cpu), outs[0], atol=1e-3)  # outs: "auto", maybe CUDA
+    if torch.cuda.is_available():
+        gpu = tmp_path / "gpu.npy"
+        assert main([*args, "--device", "cuda", "--out", str(gpu)]) == 0
+        np.testing.assert_allclose(np.load(gpu), outs[0], atol=1e-3)
+
+
+def test_sample_refuses_a_bad_device_before_loading(diffusion_run, tmp_path, capsys):
+    out = tmp_path / "x.npy"
+    assert main(["sample", str(diffusion_run), "--device", "gpu0", "--out", str(out)]) == 2
+    assert "--device 'gpu0'" in capsys.readouterr().err and not out.exists()
 
 
 def test_refuses_a_non_empty_run_folder_then_resumes(diffusion_run, tiny_config, capsys):

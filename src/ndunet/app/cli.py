@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the run's diffusion.guidance_scale)",
     )
     s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
+    s.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
     s.add_argument(
         "--condition",
         metavar="FILE",

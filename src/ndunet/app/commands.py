@@ -130,6 +130,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {taken[0]!r} exists; ndunet never overwrites files")
     if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError(f"--n {args.n} and --steps {args.steps} must be >= 1")
+    device = _device(args.device)
     pipe = load_run(args.run, which=args.which)
     if pipe.diffusion is None:
         raise UsageError(
@@ -147,7 +148,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     num_classes = pipe.diffusion.num_classes
     labels = _parse_labels(args.labels, args.n, num_classes)
     guidance = args.guidance  # None: the run's diffusion config decides
-    model = pipe.model if args.no_ema else pipe.sampling_model
+    model = (pipe.model if args.no_ema else pipe.sampling_model).to(device)
     options: dict[str, Any] = {
         "steps": args.steps, "sampler": args.sampler, "guidance_scale": guidance, "y": labels,
         "generator": torch.Generator().manual_seed(args.seed), "progress": True, "model": model,
@@ -156,16 +157,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         if condition == "mask" and args.condition:
             known, mask = _read_condition(args.condition, args.n, ("known", "mask"), len(shape))
-            x = pipe.diffusion.inpaint(known, mask, **options)
+            x = pipe.diffusion.inpaint(known.to(device), mask.to(device), **options)
         else:
             if args.condition:
-                options["cond"] = _read_condition(args.condition, args.n, None, len(shape))[0]
+                cond = _read_condition(args.condition, args.n, None, len(shape))[0]
+                options["cond"] = cond.to(device)
             elif condition == "image":
                 raise UsageError("this run is conditioned on images: pass --condition FILE.npy")
             x = pipe.diffusion.sample(args.n, shape, **options)
     except (ValueError, TypeError) as e:
         raise UsageError(f"--condition {args.condition}: {e}") from None
-    x = x.float().clamp(-1, 1)
+    x = x.float().clamp(-1, 1).cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":  # a picture of the model's [-1, 1]
         nrow = num_classes if num_classes and not args.labels and args.n >= num_classes else None
@@ -179,6 +181,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     where = out.resolve() if len(targets) == 1 else f"{targets[0].resolve()} ... {targets[-1].name}"
     print(f"{args.n} samples {tuple(shape)} from {pipe.path} -> {where}")
     return 0
+
+
+def _device(spec: str) -> Any:
+    """``--device`` as a torch device ("auto": cuda, then mps, then cpu), or a usage error."""
+    from ndunet.training.distributed import resolve_device
+
+    try:
+        return resolve_device(spec)
+    except ValueError as e:
+        raise UsageError(str(e).replace("device=", "--device ")) from None
 
 
 def _read_condition(path: str, n: int, keys: tuple[str, ...] | None, ndim: int) -> list[Any]:
