@@ -239,3 +239,16 @@ def test_matches_monai(spatial_dims):
         ours = sliding_window_inference(x, roi, 3, predictor, **kw)
         ref = monai.sliding_window_inference(x, roi, 3, predictor, **kw)
         torch.testing.assert_close(ours, torch.as_tensor(ref), rtol=1e-10, atol=1e-10)
+
+
+def test_predict_volume_is_the_whole_volume_result_for_a_pointwise_model():
+    """A pointwise model gives, through windows and flips, exactly its whole-volume output."""
+    from ndunet.inference import predict_volume
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 7, 5)
+    model = torch.nn.Conv3d(2, 3, 1)
+    with torch.no_grad():
+        whole = model(x[None])
+    y = predict_volume(model, x, (4, 4, 4), overlap=0.25, tta_axes=(0, 2))
+    torch.testing.assert_close(y, whole)

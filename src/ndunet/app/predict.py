@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from ndunet.inference import predict_volume
 
 LABEL_LOSSES = ("cross_entropy", "bce", "dice", "dice_ce")  # runs whose outputs are logits
 VALUE_LOSSES = ("mse", "l1")
@@ -31,7 +33,7 @@ OPTIONS = (
     "key", "output", "suffix",
 )  # fmt: skip
 
-__all__ = ["PredictError", "predict_files", "predict_volume"]
+__all__ = ["PredictError", "predict_files", "predict_volume"]  # predict_volume: ndunet.inference
 
 
 class PredictError(ValueError):
@@ -46,30 +48,6 @@ class Job:
     target: Path
     header: Any = None  # ndunet.io.Header
     layout: Any = None  # ndunet.io.Layout
-
-
-def predict_volume(
-    model: nn.Module | Any,
-    x: Tensor,
-    roi_size: Sequence[int],
-    *,
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
-    mode: str = "gaussian",
-    tta_axes: Sequence[int] = (),
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> Tensor:
-    """``model``'s output (1, C_out, *spatial) for one volume ``x`` (C, *spatial) by sliding
-    windows run on ``device`` and stitched on the CPU (volumes larger than GPU memory fit)."""
-    from ndunet.inference import flip_tta, sliding_window_inference
-
-    predictor = flip_tta(model, tta_axes) if tta_axes else model
-    with torch.inference_mode():
-        return sliding_window_inference(
-            x[None], tuple(roi_size), sw_batch_size, predictor, overlap, mode,
-            sw_device=device, device="cpu", progress=progress,
-        )  # fmt: skip
 
 
 def predict_files(

@@ -1,0 +1,37 @@
+"""One whole volume through a model: sliding windows on the model's device, stitched on the CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .sliding_window import sliding_window_inference
+from .tta import flip_tta
+
+__all__ = ["predict_volume"]
+
+
+def predict_volume(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    roi_size: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    mode: str = "gaussian",
+    tta_axes: Sequence[int] = (),
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Tensor:
+    """``model``'s output (1, C_out, *spatial) for one volume ``x`` (C, *spatial): windows of
+    ``roi_size`` run on ``device`` (averaged over flips of ``tta_axes`` when given) and stitched
+    on the CPU, so a volume larger than the GPU's memory fits. Arguments as
+    :func:`sliding_window_inference` (MONAI's)."""
+    predictor = flip_tta(model, tta_axes) if tta_axes else model
+    with torch.inference_mode():
+        return sliding_window_inference(
+            x[None], tuple(roi_size), sw_batch_size, predictor, overlap, mode,
+            sw_device=device, device="cpu", progress=progress,
+        )  # fmt: skip
