@@ -5,9 +5,7 @@ Every write goes to a fresh temp file beside the target (O_CREAT|O_EXCL|O_NOFOLL
 then renamed over the target (a rename replaces a name; it never writes through a link). Before
 anything is written, the target is refused (UnsafePathError) when it, or any folder between
 `root` and it, is a symbolic link, or when it lies outside `root`. `root` itself may be a link
-(a run folder on another disk): the user chose it.
-
-Deletion (`remove_tree`) refuses the same way: a link is never followed and never deleted.
+(a run folder on another disk): the user chose it. Deletion (`remove_tree`) refuses the same way.
 The checks guard against links already there, not against a process racing to plant one.
 """
 
