@@ -57,11 +57,14 @@ STRATEGIES = ("auto", "outputs", "inputs", "taps", "chunks")
 LAYOUTS = ("channels_last", "frames")
 
 
-def _from_env(variable: str, allowed: tuple[str, ...]) -> str:
-    name = os.environ.get(variable, allowed[0])
+def _checked(label: str, name: str, allowed: tuple[str, ...]) -> str:
     if name not in allowed:
-        raise ValueError(f"{variable}={name!r} is not valid; use one of {allowed}")
+        raise ValueError(f"{label}={name!r} is not valid; use one of {allowed}")
     return name
+
+
+def _from_env(variable: str, allowed: tuple[str, ...]) -> str:
+    return _checked(variable, os.environ.get(variable, allowed[0]), allowed)
 
 
 strategy = _from_env("NDUNET_FOLD_STRATEGY", STRATEGIES)
@@ -76,10 +79,9 @@ def forced_strategy(name: str, fold_layout: str | None = None) -> Iterator[None]
     """Within the block, every N >= 4 conv uses strategy ``name`` (and layout ``fold_layout``
     where given): for benchmarks and tests."""
     global strategy, layout
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy={name!r} is not valid; use one of {STRATEGIES}")
-    if fold_layout is not None and fold_layout not in LAYOUTS:
-        raise ValueError(f"fold_layout={fold_layout!r} is not valid; use one of {LAYOUTS}")
+    _checked("strategy", name, STRATEGIES)
+    if fold_layout is not None:
+        _checked("fold_layout", fold_layout, LAYOUTS)
     before = strategy, layout
     strategy, layout = name, fold_layout or layout
     try:
