@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .amp import Amp, with_autocast
 from .sliding_window import sliding_window_inference
 from .tta import flip_tta
 
@@ -24,11 +25,15 @@ def predict_volume(
     tta_axes: Sequence[int] = (),
     device: torch.device | str = "cpu",
     progress: bool = False,
+    amp: Amp = "none",
 ) -> Tensor:
     """``model``'s output (1, C_out, *spatial) for one volume ``x`` (C, *spatial): windows of
     ``roi_size`` run on ``device`` (averaged over flips of ``tta_axes`` when given) and stitched
     on the CPU, so a volume larger than the GPU's memory fits. Arguments as
-    :func:`sliding_window_inference` (MONAI's)."""
+    :func:`sliding_window_inference` (MONAI's). ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) runs
+    each forward of ``model`` under ``torch.autocast`` on ``device``; flip averaging, blending
+    and the float32 result stay in full precision."""
+    model = with_autocast(model, amp, device)
     predictor = flip_tta(model, tta_axes) if tta_axes else model
     with torch.inference_mode():
         return sliding_window_inference(

@@ -18,6 +18,7 @@ from torch import Tensor
 from ndunet._checks import check_choice, check_float, check_int, invalid
 from ndunet.functional import pad_nd
 
+from .amp import Amp, with_autocast
 from .windows import importance_map, window_slices
 
 __all__ = ["sliding_window_inference"]
@@ -62,6 +63,7 @@ def sliding_window_inference(
     device: torch.device | str | None = None,
     progress: bool = False,
     *args: Any,
+    amp: Amp = "none",
     **kwargs: Any,
 ) -> Tensor:
     """Run ``predictor`` on windows of ``roi_size`` over ``inputs`` (B, C, *spatial) and blend.
@@ -83,6 +85,9 @@ def sliding_window_inference(
         sw_device: where windows and the predictor run (default: the device of ``inputs``).
         device: where the output is accumulated and returned (default: the device of ``inputs``).
         progress: show a tqdm bar over predictor calls.
+        amp: keyword only; ``"bf16"`` or ``"fp16"`` run the predictor under ``torch.autocast``
+            on ``sw_device`` with that dtype (its output cast back to the dtype of ``inputs``,
+            so weighting and blending keep full precision); ``"none"`` (default) runs it as is.
 
     Returns:
         (B, C_out, *spatial) on ``device``, with the dtype of ``inputs``.
@@ -110,6 +115,7 @@ def sliding_window_inference(
     check_float("cval", cval)
     sw_device = torch.device(sw_device) if sw_device is not None else inputs.device
     device = torch.device(device) if device is not None else inputs.device
+    predictor = with_autocast(predictor, amp, sw_device)
 
     # MONAI's padding: the missing length split in halves, the odd voxel after
     pad = [(d // 2, d - d // 2) for d in (max(r - s, 0) for r, s in zip(roi, input_size))]
