@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
     s.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
+    _add_amp(s)
     s.add_argument(
         "--condition",
         metavar="FILE",
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mode", choices=["constant", "gaussian"], default="gaussian", help="blending")
     r.add_argument("--tta-axes", type=int, nargs="*", default=[], help="flip TTA on these axes")
     r.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
+    _add_amp(r)
     r.add_argument("--channel-axis", type=int, help="input channel axis (default: the run's)")
     r.add_argument("--key", help="array inside .npz/.h5/.zarr inputs (default: the run's)")
     r.add_argument(
@@ -199,6 +201,16 @@ def _add_set(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set trainer.lr=1e-3 (repeatable)",
+    )
+
+
+def _add_amp(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--amp",
+        choices=["none", "bf16", "fp16"],  # ndunet.inference.AMP_MODES
+        default="none",
+        help="mixed precision: the network's forward under autocast in bf16 or fp16 (default "
+        "none: float32 throughout); the result stays float32",
     )
 
 

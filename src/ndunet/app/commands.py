@@ -131,6 +131,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError(f"--n {args.n} and --steps {args.steps} must be >= 1")
     device = _device(args.device)
+    _check_amp(args.amp, device)
     pipe = load_run(args.run, which=args.which)
     if pipe.diffusion is None:
         raise UsageError(
@@ -152,6 +153,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "steps": args.steps, "sampler": args.sampler, "guidance_scale": guidance, "y": labels,
         "generator": torch.Generator().manual_seed(args.seed), "progress": True, "model": model,
+        "amp": args.amp,
     }  # fmt: skip
     condition = pipe.diffusion.config.condition
     try:
@@ -191,6 +193,16 @@ def _device(spec: str) -> Any:
         return resolve_device(spec)
     except ValueError as e:
         raise UsageError(str(e).replace("device=", "--device ")) from None
+
+
+def _check_amp(amp: str, device: Any) -> None:
+    """``--amp`` runs on ``device`` (autocast supports its dtype there), or a usage error."""
+    from ndunet.inference import resolve_amp
+
+    try:
+        resolve_amp(amp, device)
+    except ValueError as e:
+        raise UsageError(str(e).replace("amp=", "--amp ")) from None
 
 
 def _read_condition(path: str, n: int, keys: tuple[str, ...] | None, ndim: int) -> list[Any]:

@@ -4,7 +4,7 @@ Each input (a file, or every volume file of a folder) is read through ``ndunet.i
 run's layout (``spatial_dims`` and ``in_channels`` from the model; ``channel_axis`` and ``key``
 from the run's [data] section unless given), normalised as the run recorded, predicted by
 ``sliding_window_inference`` (windows of the run's patch size unless given; optional flip
-test-time augmentation), and written into the output folder in the input's format with its
+test-time augmentation; optionally the network in bf16 or fp16 under autocast), and written into the output folder in the input's format with its
 affine, spacing and axis letters: class labels (uint8, int16 past 255 classes; uint16 for PNG)
 for segmentation runs, float32 values for regression runs. Nothing is ever overwritten.
 """
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ndunet.inference import predict_volume
+from ndunet.inference.amp import Amp, resolve_amp
 
 LABEL_LOSSES = ("cross_entropy", "bce", "dice", "dice_ce")  # runs whose outputs are logits
 VALUE_LOSSES = ("mse", "l1")
@@ -30,7 +31,7 @@ Output = Literal["auto", "labels", "values"]
 # the keyword options of predict_files (and the CLI's flags of the same names)
 OPTIONS = (
     "which", "roi_size", "overlap", "sw_batch_size", "mode", "tta_axes", "device", "channel_axis",
-    "key", "output", "suffix",
+    "key", "output", "suffix", "amp",
 )  # fmt: skip
 
 __all__ = ["PredictError", "predict_files", "predict_volume"]  # predict_volume: ndunet.inference
@@ -66,10 +67,12 @@ def predict_files(
     key: str | None = None,
     output: Output = "auto",
     suffix: str | None = None,
+    amp: Amp = "none",
     progress: bool = True,
 ) -> list[Path]:
     """Predict every input with the run in ``run`` and write the results into ``out``; returns
-    the files written. Every problem found before inference (a missing file, an output that
+    the files written. ``amp`` ("bf16", "fp16") runs the network's forward under autocast on
+    ``device`` (see :func:`predict_volume`). Every problem found before inference (a missing file, an output that
     exists, a layout the run cannot read) is a :class:`PredictError` raised before any work."""
     from ndunet.data.volume_files import list_files
     from ndunet.io import format_of, stem_of
@@ -99,6 +102,10 @@ def predict_files(
         dev = resolve_device(device)
     except ValueError as e:
         raise PredictError(str(e).replace("device=", "--device ")) from None
+    try:
+        resolve_amp(amp, dev)
+    except ValueError as e:
+        raise PredictError(str(e).replace("amp=", "--amp ")) from None
     model = pipe.model.to(dev)
 
     files = [f for item in inputs for f in list_files(item, "INPUT")]
@@ -123,7 +130,7 @@ def predict_files(
             x = norm.apply(x)
         y = predict_volume(
             model, x, roi, overlap=overlap, sw_batch_size=sw_batch_size, mode=mode,
-            tta_axes=tta_axes, device=dev,
+            tta_axes=tta_axes, device=dev, amp=amp,
         )[0]  # fmt: skip
         array = _as_labels(y, job.target) if labels else y.float().numpy()
         written.append(_write(job.target, array, job.layout, job.header, labels))

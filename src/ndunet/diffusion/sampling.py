@@ -11,7 +11,8 @@ from typing import Any, NamedTuple, TypedDict
 import torch
 from torch import Tensor
 
-from ndunet._checks import did_you_mean
+from ndunet._checks import check_choice, did_you_mean
+from ndunet.inference.amp import AMP_MODES, Amp
 
 from .conditioning import check_cond
 from .config import DiffusionConfig
@@ -41,6 +42,7 @@ class SampleOptions(TypedDict, total=False):
     clip_denoised: bool | None
     model: Model | None
     callback: Callback | None
+    amp: Amp
 
 
 class Plan(NamedTuple):
@@ -58,6 +60,7 @@ class Plan(NamedTuple):
     return_intermediates: bool
     clip_denoised: bool
     callback: Callback | None
+    amp: Amp = "none"  # the network's forward under autocast (ndunet.inference.with_autocast)
 
 
 def prepare(
@@ -108,10 +111,11 @@ def prepare(
     check_cond(cond, batch_size, tuple(shape[1:]), cfg.cond_channels, cfg.condition)
     guidance = _guidance(cfg, options.get("guidance_scale"), y, cond)
     clip = options.get("clip_denoised")
+    amp = check_choice("amp", options.get("amp", "none"), AMP_MODES)  # device: Diffusion._on
     return Plan(
         fn, model, grid, float(eta), guidance, y, cond, options.get("generator"),
         bool(options.get("progress", False)), bool(options.get("return_intermediates", False)),
-        cfg.clip_denoised if clip is None else bool(clip), options.get("callback"),
+        cfg.clip_denoised if clip is None else bool(clip), options.get("callback"), amp,
     )  # fmt: skip
 
 

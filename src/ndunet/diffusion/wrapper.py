@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ndunet.inference.amp import resolve_amp, with_autocast
 from ndunet.rng import randn
 
 if TYPE_CHECKING:
@@ -237,16 +238,19 @@ class Diffusion(nn.Module):
         tensor condition (batch_size, cond_channels, *spatial), ``generator``, ``progress``,
         ``clip_denoised``, ``callback``, ``model`` (another network, e.g. EMA weights) and
         ``return_intermediates`` (also return the trajectory ``(steps + 1, B, C, *spatial)`` of
-        variance-preserving states from pure noise to the result). An imputation model
+        variance-preserving states from pure noise to the result) and ``amp`` (``"none"``,
+        ``"bf16"``, ``"fp16"``: the network's forward under ``torch.autocast`` on the sampling
+        device; the samplers' arithmetic and the returned samples stay in x's dtype). An imputation model
         (condition='mask') samples with nothing known; see :meth:`inpaint`.
         """
         shape = tuple(shape)
         options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
         plan = self._plan(shape, batch_size, options)
         device, dtype = self._device_dtype(plan.model, device)
+        plan = self._on(plan, device)
         x = randn((batch_size, *shape), generator=plan.generator, device=device, dtype=dtype)
         mask = torch.zeros_like(x) if self.config.condition == "mask" else None
-        return self._run(x, self._on(plan, device), None, mask)
+        return self._run(x, plan, None, mask)
 
     def inpaint(
         self,
@@ -284,6 +288,7 @@ class Diffusion(nn.Module):
 
     @staticmethod
     def _on(plan: Plan, device: torch.device) -> Plan:
+        resolve_amp(plan.amp, device)  # autocast runs there in that dtype, or a ValueError
         y = None if plan.y is None else plan.y.to(device)
         cond = None if plan.cond is None else plan.cond.to(device)
         return plan._replace(y=y, cond=cond)
@@ -306,8 +311,11 @@ class Diffusion(nn.Module):
         cond = plan.cond
         if mask is not None and cond is None:
             cond = torch.zeros_like(x)  # nothing known
+        # the one place sampling calls the network: with amp, its forward alone runs under
+        # autocast and returns x's dtype, so guidance and every sampler update stay float32
+        model = with_autocast(plan.model, plan.amp, x.device)
         denoise = self.denoiser(
-            plan.grid, plan.y, plan.guidance_scale, plan.clip_denoised, plan.model,
+            plan.grid, plan.y, plan.guidance_scale, plan.clip_denoised, model,
             cond=cond, mask=mask,
         )  # fmt: skip
         with eval_mode(plan.model):

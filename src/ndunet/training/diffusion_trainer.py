@@ -200,7 +200,8 @@ class DiffusionTrainer(Trainer):
         any. `steps`, `sampler` and `guidance_scale` default to the diffusion's config.
         Class-conditional networks get labels 0, 1, ... cycling unless `y` is given; an image
         condition defaults to the inputs of the first `n` items (val data first). Uses its own
-        generator (seed: config.seed by default), so the training RNG streams are untouched."""
+        generator (seed: config.seed by default), so the training RNG streams are untouched.
+        The network runs under the run's `amp` (the samplers' arithmetic stays float32)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r}; must be an integer >= 1")
         self._setup_runtime()
@@ -223,6 +224,7 @@ class DiffusionTrainer(Trainer):
                 generator=generator,
                 progress=False,
                 model=model,
+                amp=cfg.amp,  # the network's forward under the run's autocast dtype
                 **({"cond": cond} if cond is not None else {}),
             )
         finally:
