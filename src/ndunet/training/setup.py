@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +24,37 @@ from ndunet.training.run_dir import check_run_dir, claim_run_dir
 
 # compile modes whose training step inductor records as CUDA graphs (on a CUDA device)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# channels-last memory formats by tensor rank: (B, C, H, W) and (B, C, D, H, W), and conv weights
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Put every rank-4/5 parameter and buffer of `module` (the 2-D/3-D conv weights) in the
+    channels-last layout, in place; other tensors keep theirs. Values, names and the state dict
+    are unchanged (checkpoints are written contiguous)."""
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            fmt = CHANNELS_LAST.get(t.dim())
+            if fmt is not None and not t.is_contiguous(memory_format=fmt):
+                t.data = t.data.contiguous(memory_format=fmt)
+    return module
+
+
+def input_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """`x` channels-last when asked and it is a 2-D/3-D batch, else unchanged."""
+    fmt = CHANNELS_LAST.get(x.dim()) if channels_last else None
+    return x if fmt is None else x.contiguous(memory_format=fmt)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark = enabled`` inside the block, the caller's value after."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 class SetupMixin:
@@ -48,6 +80,8 @@ class SetupMixin:
                 f"amp='fp16' needs a CUDA device, got {self.device}; use amp='bf16' or 'none'"
             )
         self.module.to(self.device)
+        if cfg.channels_last:  # before the EMA copies the network and the optimizer sees it
+            to_channels_last(self.module)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         if cfg.ema_decay > 0 and self.ema is None:
             from ndunet.ema import EMA
@@ -144,6 +178,11 @@ class SetupMixin:
         """Mark a new training iteration for CUDA graphs (its outputs may be overwritten)."""
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
+
+    def _cudnn_benchmark(self) -> bool:
+        """The run's cuDNN autotuning: the config's choice, else on for CUDA."""
+        choice = self.config.cudnn_benchmark
+        return self.device.type == "cuda" if choice is None else choice
 
     def _time_fraction(self) -> float:
         limit = self.config.time_limit

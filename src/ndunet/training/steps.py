@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ndunet.data.loader import unpack_batch
 from ndunet.training import distributed as D
 from ndunet.training.logging import logger
+from ndunet.training.setup import input_layout
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,7 +52,7 @@ class StepMixin:
         single = len(batches) == 1
         loss_sum = torch.zeros((), device=self.device)  # replaced when single
         for i, (x, y) in enumerate(batches):
-            x = x.to(self.device, non_blocking=True)
+            x = input_layout(x.to(self.device, non_blocking=True), cfg.channels_last)
             y = y.to(self.device, non_blocking=True) if isinstance(y, Tensor) else y
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()

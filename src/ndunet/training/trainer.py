@@ -29,7 +29,7 @@ from ndunet.training.evaluation import evaluate_batches
 from ndunet.training.folder import FolderMixin
 from ndunet.training.logging import logger
 from ndunet.training.metrics import Metric
-from ndunet.training.setup import SetupMixin
+from ndunet.training.setup import SetupMixin, cudnn_benchmark
 from ndunet.training.steps import StepMixin
 from ndunet.training.trainer_state import StateMixin
 
@@ -157,7 +157,8 @@ class Trainer(SetupMixin, StepMixin, StateMixin, FolderMixin):
         # ranks draw independent noise (e.g. diffusion); DDP keeps their weights in sync
         seed_everything(cfg.seed + self.dist.rank)
         try:
-            return self._fit()
+            with cudnn_benchmark(self._cudnn_benchmark()):
+                return self._fit()
         finally:
             if self._lock is not None:
                 self._lock.release()

@@ -63,6 +63,11 @@ class TrainerConfig(Config):
     compile: bool = False
     compile_mode: CompileMode = "default"
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), or any torch device string
+    # GPU speed: channels-last weights and 2-D/3-D inputs (NHWC / NDHWC, the layout of cuDNN's
+    # fastest bf16 convolutions; other spatial_dims are left as they are), and cuDNN autotuning
+    # of convolution algorithms per input shape (None: on for CUDA, off elsewhere)
+    channels_last: bool = False
+    cudnn_benchmark: bool | None = None
     # data
     num_workers: int = 0  # > 0: each sample loads under RNGs seeded by (seed, epoch, index)
     shuffle: bool = True
