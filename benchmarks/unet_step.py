@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="fp32", help="comma-separated precisions: fp32, bf16, fp16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for 2-D/3-D")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN autotune its algorithms (every model alike; the trainer's "
+                   "default on CUDA)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (max-autotune, ...)")
     p.add_argument(
@@ -284,7 +287,9 @@ def main(argv: list[str] | None = None) -> None:
             )
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = their ms/step "
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"cudnn.benchmark={args.cudnn_benchmark}; ratio = their ms/step "
           "over ours (> 1: ours is faster; same workload and FLOPs within a few %)")  # fmt: skip
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}")

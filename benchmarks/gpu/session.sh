@@ -7,7 +7,8 @@
 # Stages, in order of priority, each under its own time limit, inside one overall deadline
 # (DEADLINE seconds, default 570: a device command may run 600), each writing $OUT/<stage>.log:
 #   suite    the whole test suite on CUDA (gpu-marked tests included), xdist
-#   unet     benchmarks/unet_step.py: fp32 and bf16 with the peers, and bf16 channels_last
+#   unet     benchmarks/unet_step.py: fp32 and bf16 with the peers as issue 12 measured them, then
+#            with the trainer's CUDA settings (channels_last, cudnn.benchmark) for every model
 #   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop
 #   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
 #   compile  unet_step.py --compile at batch 256 (share of the bf16 matrix rate)
@@ -60,8 +61,8 @@ tail -n 60 "$OUT/suite.log" 2>/dev/null
 
 stage unet 110 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 --batch 64 \
   --rounds 15 --warmup 3
-stage unet 40 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 64 \
-  --rows 2d,3d --channels-last --rounds 15 --warmup 3
+stage unet 60 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 --batch 64 \
+  --rows 2d,3d --channels-last --cudnn-benchmark --rounds 15 --warmup 3
 grep -A12 "^summary" "$OUT/unet.log" 2>/dev/null
 
 stage conv 80 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 8
@@ -78,6 +79,6 @@ stage profile 20 python3 benchmarks/profile_step.py --device cuda --amp bf16 --b
 tail -n 60 "$OUT/profile.log" 2>/dev/null
 
 stage compile 140 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 256 \
-  --rows 2d --compile --models ndunet --rounds 10 --warmup 2
+  --rows 2d --compile --channels-last --cudnn-benchmark --models ndunet --rounds 10 --warmup 2
 grep -A6 "^summary" "$OUT/compile.log" 2>/dev/null
 echo "total $(($(date +%s) - start))s"
