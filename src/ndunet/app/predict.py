@@ -4,9 +4,10 @@ Each input (a file, or every volume file of a folder) is read through ``ndunet.i
 run's layout (``spatial_dims`` and ``in_channels`` from the model; ``channel_axis`` and ``key``
 from the run's [data] section unless given), normalised as the run recorded, predicted by
 ``sliding_window_inference`` (windows of the run's patch size unless given; optional flip
-test-time augmentation; optionally the network in bf16 or fp16 under autocast), and written into the output folder in the input's format with its
-affine, spacing and axis letters: class labels (uint8, int16 past 255 classes; uint16 for PNG)
-for segmentation runs, float32 values for regression runs. Nothing is ever overwritten.
+test-time augmentation; optionally the network's forward in bf16 or fp16 under autocast), and
+written into the output folder in the input's format with its affine, spacing and axis letters:
+class labels (uint8, int16 past 255 classes; uint16 for PNG) for segmentation runs, float32
+values for regression runs. Nothing is ever overwritten.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def predict_files(
 ) -> list[Path]:
     """Predict every input with the run in ``run`` and write the results into ``out``; returns
     the files written. ``amp`` ("bf16", "fp16") runs the network's forward under autocast on
-    ``device`` (see :func:`predict_volume`). Every problem found before inference (a missing file, an output that
-    exists, a layout the run cannot read) is a :class:`PredictError` raised before any work."""
+    ``device`` (see :func:`predict_volume`). Every problem found before inference (a missing
+    file, an output that exists, a layout the run cannot read, an ``amp`` the device cannot
+    run) is a :class:`PredictError` raised before any work."""
     from ndunet.data.volume_files import list_files
     from ndunet.io import format_of, stem_of
     from ndunet.training import load_run

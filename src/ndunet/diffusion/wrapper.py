@@ -240,8 +240,8 @@ class Diffusion(nn.Module):
         ``return_intermediates`` (also return the trajectory ``(steps + 1, B, C, *spatial)`` of
         variance-preserving states from pure noise to the result) and ``amp`` (``"none"``,
         ``"bf16"``, ``"fp16"``: the network's forward under ``torch.autocast`` on the sampling
-        device; the samplers' arithmetic and the returned samples stay in x's dtype). An imputation model
-        (condition='mask') samples with nothing known; see :meth:`inpaint`.
+        device; the samplers' arithmetic and the returned samples stay in x's dtype). An
+        imputation model (condition='mask') samples with nothing known; see :meth:`inpaint`.
         """
         shape = tuple(shape)
         options = {**options, "steps": steps, "sampler": sampler}  # type: ignore[typeddict-item]
