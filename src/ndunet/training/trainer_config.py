@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 
 from ndunet._checks import check_float, check_int
 from ndunet.config import Config, config
+from ndunet.inference.amp import Amp
 
-Amp = Literal["none", "bf16", "fp16"]
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["constant", "cosine"]
 NanPolicy = Literal["raise", "skip"]
