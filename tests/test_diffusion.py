@@ -317,3 +317,12 @@ def test_schedule_is_float64_and_exposed():
     assert math.isclose(float(d.schedule.alphas_cumprod[0]), 1 - float(d.schedule.betas[0]))
     d.double()  # casting the module must not touch the schedule
     assert d.schedule.alphas_cumprod.dtype == torch.float64
+
+
+def test_a_unet_without_time_embedding_is_refused_at_construction():
+    from ndunet import UNet
+
+    net = UNet(2, 1, 1, channels=(4, 8), num_res_blocks=1, num_groups=2)
+    with pytest.raises(ValueError, match=r"time_embedding=False.*time_embedding=True"):
+        Diffusion(net)
+    Diffusion(UNet(2, 1, 1, channels=(4, 8), num_res_blocks=1, num_groups=2, time_embedding=True))

@@ -54,6 +54,12 @@ class Diffusion(nn.Module):
         super().__init__()
         if not callable(model):
             raise TypeError(f"model must be callable as model(x_t, t, y=None), got {model!r}")
+        if getattr(getattr(model, "config", None), "time_embedding", None) is False:
+            raise ValueError(
+                f"model: {type(model).__name__} was built with time_embedding=False, but "
+                "Diffusion calls model(x_t, t, ...) with the noise level t; build it with "
+                "time_embedding=True"
+            )
         model_classes = getattr(model, "num_classes", None)
         if config is None:
             num_classes = model_classes if num_classes is None else num_classes
