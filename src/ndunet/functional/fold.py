@@ -47,6 +47,7 @@ from ndunet.functional.fold_taps import (
     conv_transpose_taps,
     fold_geometry,
 )
+from ndunet.functional.fold_tiled import channels_last, conv_transpose_tiled
 from ndunet.functional.onednn import conv3d
 
 __all__ = ["LAYOUTS", "STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
@@ -119,19 +120,7 @@ def _fold_layout(x: torch.Tensor) -> torch.Tensor:
         m = x.dim() - 5
         xf = x.movedim(1, 1 + m).contiguous()  # (B, *L, C, *R)
         return xf.movedim(1 + m, -1)  # (B, *L, *R, C), a view
-    return _channels_last(x)
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, *S) -> (B, *S, C) contiguous; free when x already has that memory layout."""
-    xl = x.movedim(1, -1)  # (B, *S, C)
-    if xl.is_contiguous():
-        return xl
-    if x.is_contiguous():  # torch's vectorised channels-last conversion, on a 5-D view
-        x5 = x.flatten(2, x.dim() - 3)  # (B, C, prod(S[:-2]), S[-2], S[-1])
-        x5 = x5.contiguous(memory_format=torch.channels_last_3d)
-        return x5.movedim(1, -1).unflatten(1, x.shape[2:-2])  # (B, *S, C)
-    return xl.contiguous()
+    return channels_last(x)
 
 
 def _tap_sum(shape: tuple[int, ...], parts: list, like: torch.Tensor) -> torch.Tensor:
@@ -288,7 +277,6 @@ def conv_transpose_fold(
     m = x.dim() - 5  # leading axes to fold: their frames -> batch, their taps -> output channels
     batch, lengths, kernel = x.shape[0], x.shape[2 : 2 + m], tuple(w.shape[2 : 2 + m])
     out_channels = w.shape[1] * groups
-    xl = _fold_layout(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R)
     full = [(n - 1) * s + (k - 1) * d + 1 for n, k, s, d in zip(lengths, kernel, stride, dilation)]
     keep = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
     crop = (slice(None), *[slice(p, p + kp) for p, kp in zip(padding, keep)])
@@ -302,45 +290,40 @@ def conv_transpose_fold(
     buffer = math.prod(kernel) * batch * math.prod(lengths) * math.prod(rest_full) * out_channels
     how = _choose(True, buffer, x.numel() + out_numel, x.device, transposed=True)
     if how == "taps":
+        xl = _fold_layout(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R)
         size = [max(f, p + kp) for f, p, kp in zip(full, padding, keep)]
         y = conv_transpose_taps(
             xl, w, bias, lengths, (kernel, stride[:m], dilation[:m], size), inner
         )
         return y[crop].movedim(-1, 1)  # (B, O, *out)
     wt = w.movedim(1, 1 + m).flatten(1, 1 + m)  # (C, prod(k) * O/g, *k_rest), channels (*k, o)
-    tiled = all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation))
     extra = [max(0, p + kp - f) for p, kp, f in zip(padding, keep, full)]
-    # when the taps tile the output exactly, every output voxel comes from one inner output
-    # channel: the bias rides along in the conv3d (per tap) instead of costing extra passes
-    fuse_bias = bias is not None and tiled and not any(extra)
-    inner_bias = None
-    if fuse_bias:
-        inner_bias = (
-            bias.view(groups, *([1] * m), -1).expand(groups, *kernel, -1).reshape(-1)
-        )  # (G*prod(k)*O/g,), ordered (G, *k, o) like the conv's output channels
-    r = F.conv_transpose3d(xl, wt, inner_bias, *inner)  # (B*prod(L), G*prod(k)*O/g, *R')
+    if all(s == k and d == 1 for s, k, d in zip(stride, kernel, dilation)):
+        # taps tile the output without overlap (the U-Net's kernel 2 / stride 2): fold_tiled.py,
+        # bias fused unless output_padding adds zeros past the last tap
+        fused = bias if not any(extra) else None
+        y = conv_transpose_tiled(x, wt, fused, kernel, inner, layout == "frames")
+        if any(extra):  # output_padding beyond the last tap: zeros
+            y = F.pad(y, [0, 0] * len(rest_full) + [v for e in reversed(extra) for v in (0, e)])
+        y = y[(slice(None), *crop)]  # (B, O, *out, *R')
+        return y if fused is not None or bias is None else y + bias.view(-1, *[1] * (m + 3))
+    xl = _fold_layout(x).flatten(0, m).movedim(-1, 1)  # (B*prod(L), C, *R)
+    # overlapping (or gapped) taps: add each tap's frames at its stride
+    r = F.conv_transpose3d(xl, wt, None, *inner)  # (B*prod(L), G*prod(k)*O/g, *R')
     rest = r.shape[2:]
     r = r.unflatten(0, (batch, *lengths)).movedim(1 + m, -1)  # (B, *L, *R', G*prod(k)*O/g)
     r = r.unflatten(-1, (groups, *kernel, -1))  # (B, *L, *R', G, *k, O/g)
     r = r.movedim(tuple(range(-1 - m, -1)), tuple(range(1 + m, 1 + 2 * m)))  # (B,*L,*k,*R',G,O/g)
-    if tiled:
-        # taps tile the output without overlap (the U-Net's kernel 2 / stride 2): interleave
-        inter = [0] + [a for i in range(m) for a in (1 + i, 1 + m + i)]
-        y = r.permute(*inter, *range(1 + 2 * m, r.dim()))  # (B, L0, k0, L1, k1, .., *R', G, O/g)
-        y = y.reshape(batch, *[n * k for n, k in zip(lengths, kernel)], *rest, out_channels)
-        if any(extra):  # output_padding beyond the last tap: zeros
-            y = F.pad(y, [0, 0] * (len(rest) + 1) + [v for e in reversed(extra) for v in (0, e)])
-    else:  # overlapping (or gapped) taps: add each tap's frames at its stride
-        size = [max(f, p + kp) for f, p, kp in zip(full, padding, keep)]
-        y = r.new_zeros(batch, *size, *rest, out_channels)  # (B, *full, *R', O)
-        r = r.flatten(-2)  # (B, *L, *k, *R', O)
-        for tap in itertools.product(*(range(k) for k in kernel)):
-            sl = [
-                slice(t * d, t * d + (n - 1) * s + 1, s)
-                for t, d, n, s in zip(tap, dilation, lengths, stride)
-            ]
-            y[(slice(None), *sl)] += r[(slice(None),) * (1 + m) + tap]
+    size = [max(f, p + kp) for f, p, kp in zip(full, padding, keep)]
+    y = r.new_zeros(batch, *size, *rest, out_channels)  # (B, *full, *R', O)
+    r = r.flatten(-2)  # (B, *L, *k, *R', O)
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        sl = [
+            slice(t * d, t * d + (n - 1) * s + 1, s)
+            for t, d, n, s in zip(tap, dilation, lengths, stride)
+        ]
+        y[(slice(None), *sl)] += r[(slice(None),) * (1 + m) + tap]
     y = y[crop]
-    if bias is not None and not fuse_bias:
+    if bias is not None:
         y = y + bias  # channels are last here: (B, *out, O)
     return y.movedim(-1, 1)  # (B, O, *out)
