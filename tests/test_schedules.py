@@ -78,7 +78,11 @@ def test_linear_unscaled_is_the_seed_projects_schedule():
     # "linear" rescales the 1000-step endpoints by 1000/T; "linear_unscaled" keeps them as given
     from ndunet import Diffusion, UNet
 
-    short = Diffusion(UNet(1, 1, 1, channels=(4, 8)), timesteps=300, schedule="linear_unscaled")
+    short = Diffusion(
+        UNet(1, 1, 1, channels=(4, 8), time_embedding=True),
+        timesteps=300,
+        schedule="linear_unscaled",
+    )
     np.testing.assert_allclose(short.schedule.betas[[0, -1]].numpy(), [1e-4, 0.02], rtol=1e-12)
     assert short.config.to_dict()["schedule"] == "linear_unscaled"
     scaled = get_betas("linear", 300)
