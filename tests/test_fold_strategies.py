@@ -256,8 +256,9 @@ def test_onednn_depth_padding_guard_in_a_subprocess() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", fold.LAYOUTS)
 @pytest.mark.parametrize("strategy", ["auto", *STRATEGIES])
-def test_strategies_on_cuda_match_cpu(strategy) -> None:
+def test_strategies_on_cuda_match_cpu(strategy, layout) -> None:
     """Forward and all gradients on CUDA (cuDNN, float32 without TF32) against CPU float64."""
     torch.manual_seed(0)
     x = torch.randn(2, 4, 6, 5, 4, 6, dtype=torch.float64)
@@ -272,7 +273,7 @@ def test_strategies_on_cuda_match_cpu(strategy) -> None:
         for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
             leaves = [t.detach().to(device, dtype).requires_grad_() for t in (x, w, b)]
             with (
-                fold.forced_strategy(strategy),
+                fold.forced_strategy(strategy, layout),
                 torch.backends.cudnn.flags(enabled=True, allow_tf32=False),
             ):
                 y = fn(*leaves, *args)

@@ -15,6 +15,10 @@ axes' kernel taps (k = prod of the leading kernel sizes):
   from the input's own layout (fold_chunks.py): no input-sized copies, the per-frame loop's
   memory, the buffer bounded by CHUNK_RATIO x (input + output).
 
+Where the leading taps of a transposed conv tile the output (stride == kernel, dilation 1: the
+U-Net's kernel 2 / stride 2), "outputs" is fold_tiled.py: the output is the conv's result with
+the taps moved next to their frames (for layout "frames" and one leading axis, a view of it).
+
 ``strategy`` (from ``NDUNET_FOLD_STRATEGY`` at import; "auto" unless set) forces one for both
 conv and transposed conv ("inputs" and "chunks" have no transposed form: there "auto" applies).
 "auto" picks by device and by the buffer's size against input + output (_choose); the benchmark
