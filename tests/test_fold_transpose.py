@@ -41,12 +41,14 @@ def _ref(x, w, b, args):
     return y if b is None else y + b.view(1, -1, *[1] * len(stride))
 
 
-@pytest.mark.parametrize("ratio", [1e-9, 0.3, 1e9])
+@pytest.mark.parametrize("ratio,cap", [(1e-9, 2**19), (0.3, 2**19), (1e9, 0), (1e9, 50)])
 @pytest.mark.parametrize("layout", fold.LAYOUTS)
 @pytest.mark.parametrize("case", TILED)
-def test_tiled_matches_scatter(monkeypatch, case, layout, ratio) -> None:
-    """Every block size (one frame, a few, all), bias fused or not, both layouts."""
+def test_tiled_matches_scatter(monkeypatch, case, layout, ratio, cap) -> None:
+    """Every block size (one frame, a few, all; bounded by the ratio or by elements), bias
+    fused or not, both layouts."""
     monkeypatch.setattr(fold_tiled, "CHUNK_RATIO", ratio)
+    monkeypatch.setattr(fold_tiled, "BLOCK_ELEMENTS", cap)
     x, w, b, args = _tiled(case)
     for bias in (b, None):
         with fold.forced_strategy("outputs", layout):
