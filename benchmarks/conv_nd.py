@@ -6,7 +6,9 @@ Rows, for each workload, all in one run on CPU:
   with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.;
   ``outputs frames``: with conv3d on NCDHW frames instead of channels-last, fold.layout;
   see ndunet/functional/fold.py; ``inputs`` and ``chunks`` have no transposed form), the A/B
-  that decides "auto";
+  that decides "auto". ConvTransposeNd's kernel 2 / stride 2 "outputs" is fold_tiled.py, run
+  over blocks of frames (``--tiled-block`` elements; 0: only the ratio bounds them); its
+  ``outputs frames`` row is the layout whose 4-D output is the conv_transpose3d result itself;
 * (a) the practical ceiling: one ``conv3d`` (``conv_transpose3d``) doing exactly the same
   multiply-adds, handed its input already folded (the leading axes' kernel taps stacked as
   channels, their frames as batch), so it pays nothing for the fold. Timed in torch's default
@@ -32,6 +34,7 @@ method runs first.
 
     PYTHONPATH=src python benchmarks/conv_nd.py [--rounds 5] [--threads 2] [--only ConvNd]
     PYTHONPATH=src python benchmarks/conv_nd.py --device cuda [--cudnn-benchmark]  # + GPU rows
+    PYTHONPATH=src python benchmarks/conv_nd.py --only Transpose --tiled-block 0  # block A/B
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ndunet.functional import fold
+from ndunet.functional import fold, fold_tiled
 from ndunet.layers import ConvNd, ConvTransposeNd
 from ndunet.planning import peak_bytes as _peak_bytes
 
@@ -337,7 +340,15 @@ def main() -> None:
     parser.add_argument(
         "--cudnn-benchmark", action="store_true", help="let cuDNN autotune (same for every row)"
     )
+    parser.add_argument(
+        "--tiled-block",
+        type=int,
+        default=fold_tiled.BLOCK_ELEMENTS,
+        help="fold_tiled.BLOCK_ELEMENTS: elements per block of the tiled transposed conv (0: "
+        "bounded by fold_tiled.CHUNK_RATIO only)",
+    )
     args = parser.parse_args()
+    fold_tiled.BLOCK_ELEMENTS = args.tiled_block
     torch.set_num_threads(args.threads)
     torch.set_default_device(args.device)
     where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name()
@@ -351,7 +362,9 @@ def main() -> None:
         check_peak_method()
     print(
         f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds, float32, "
-        f"{where}; load average at start {os.getloadavg()[0]:.1f} (a shared machine: noisy)"
+        f"{where}; load average at start {os.getloadavg()[0]:.1f} (a shared machine: noisy); "
+        f"fold_tiled blocks: CHUNK_RATIO={fold_tiled.CHUNK_RATIO}, "
+        f"BLOCK_ELEMENTS={fold_tiled.BLOCK_ELEMENTS}"
     )
     gpu_rows = [  # the GPU issue's table: larger volumes
         ("ConvNd 4-D, B=4, 32->32 ch, 24^4, k3 p1", conv_impls, (4, 4, 32, 24)),
