@@ -8,6 +8,7 @@ from typing import Any
 from ndunet.rng import capture_rng
 from ndunet.training import distributed as D
 from ndunet.training.logging import logger
+from ndunet.training.optim import load_optimizer_state
 
 STATE_VERSION = 1
 
@@ -49,7 +50,7 @@ class StateMixin:
                 f"trainer state version {state.get('version')!r} is not valid; expected "
                 f"{STATE_VERSION}"
             )
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = state["step"], state["epoch"]
