@@ -70,3 +70,34 @@ def test_image_condition_needs_pairs(tmp_path, capsys):
     code = main(["train", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "--quiet"])
     assert code == 2
     assert "needs (input, target) image pairs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_sample_tunes_cudnn_on_cuda_and_gives_the_setting_back(tmp_path, device, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from ndunet.diffusion import Diffusion
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_run_safety import TINY
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    run = tmp_path / "run"
+    args = ["--set", "trainer.max_steps=1", "--quiet"]
+    assert main(["train", str(tmp_path / "tiny.toml"), "--out", str(run), *args]) == 0
+    seen: list[bool] = []
+    real = Diffusion.sample
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.backends.cudnn.benchmark)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Diffusion, "sample", recording)
+    before = torch.backends.cudnn.benchmark
+    out = str(tmp_path / "s.npy")
+    assert main(["sample", str(run), "--n", "2", "--out", out, "--device", device]) == 0
+    assert seen == [device == "cuda"]  # one shape for every step: cuDNN tunes once
+    assert torch.backends.cudnn.benchmark is before

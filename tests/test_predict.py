@@ -158,3 +158,27 @@ def test_regression_run_writes_values_of_a_channel_first_npy(tmp_path, capsys):
         want = sliding_window_inference(x[None], (8, 8, 8), 4, model, 0.5, "gaussian")[0, 0]
     assert got.dtype == np.float32 and got.shape == (10, 9, 5)  # one channel: dropped
     assert np.allclose(got, want.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_predict_tunes_cudnn_on_cuda_and_gives_the_setting_back(case, tmp_path, device):
+    import ndunet.app.predict as app_predict
+
+    run, nifti = case
+    seen: list[bool] = []
+    real = app_predict.predict_volume
+
+    def recording(*args, **kwargs):
+        seen.append(torch.backends.cudnn.benchmark)
+        return real(*args, **kwargs)
+
+    before = torch.backends.cudnn.benchmark
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app_predict, "predict_volume", recording)
+        out = str(tmp_path / "out")
+        assert (
+            main(["predict", str(run), str(nifti), "--out", out, "--quiet", "--device", device])
+            == 0
+        )
+    assert seen == [device == "cuda"]  # the windows share one shape: cuDNN tunes once for it
+    assert torch.backends.cudnn.benchmark is before

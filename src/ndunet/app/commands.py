@@ -114,6 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ndunet.app.run_data import read_records, sample_suffix, sample_targets, write_sample_arrays
     from ndunet.files import safe_write_with
     from ndunet.training import load_checkpoint, load_run
+    from ndunet.training.setup import cudnn_benchmark
     from ndunet.viz import save_samples
 
     torch.set_num_threads(args.threads) if args.threads else None
@@ -156,19 +157,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "amp": args.amp,
     }  # fmt: skip
     condition = pipe.diffusion.config.condition
-    try:
-        if condition == "mask" and args.condition:
-            known, mask = _read_condition(args.condition, args.n, ("known", "mask"), len(shape))
-            x = pipe.diffusion.inpaint(known.to(device), mask.to(device), **options)
-        else:
-            if args.condition:
-                cond = _read_condition(args.condition, args.n, None, len(shape))[0]
-                options["cond"] = cond.to(device)
-            elif condition == "image":
-                raise UsageError("this run is conditioned on images: pass --condition FILE.npy")
-            x = pipe.diffusion.sample(args.n, shape, **options)
-    except (ValueError, TypeError) as e:
-        raise UsageError(f"--condition {args.condition}: {e}") from None
+    with cudnn_benchmark(device.type == "cuda"):  # every step has one shape: tuned once
+        try:
+            if condition == "mask" and args.condition:
+                known, mask = _read_condition(args.condition, args.n, ("known", "mask"), len(shape))
+                x = pipe.diffusion.inpaint(known.to(device), mask.to(device), **options)
+            else:
+                if args.condition:
+                    cond = _read_condition(args.condition, args.n, None, len(shape))[0]
+                    options["cond"] = cond.to(device)
+                elif condition == "image":
+                    raise UsageError("this run is conditioned on images: pass --condition FILE.npy")
+                x = pipe.diffusion.sample(args.n, shape, **options)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"--condition {args.condition}: {e}") from None
     x = x.float().clamp(-1, 1).cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":  # a picture of the model's [-1, 1]

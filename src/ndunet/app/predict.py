@@ -80,6 +80,7 @@ def predict_files(
     from ndunet.io import format_of, stem_of
     from ndunet.training import load_run
     from ndunet.training.distributed import resolve_device
+    from ndunet.training.setup import cudnn_benchmark
 
     if not Path(run).exists():
         raise PredictError(f"RUN={str(run)!r} does not exist; give a run or checkpoint folder")
@@ -126,16 +127,17 @@ def predict_files(
     out.mkdir(parents=True, exist_ok=True)
 
     written = []
-    for job in _bar(jobs, progress):
-        x = _read(job, key)
-        if norm is not None:
-            x = norm.apply(x)
-        y = predict_volume(
-            model, x, roi, overlap=overlap, sw_batch_size=sw_batch_size, mode=mode,
-            tta_axes=tta_axes, device=dev, amp=amp,
-        )[0]  # fmt: skip
-        array = _as_labels(y, job.target) if labels else y.float().numpy()
-        written.append(_write(job.target, array, job.layout, job.header, labels))
+    with cudnn_benchmark(dev.type == "cuda"):  # every window has one shape: tuned once
+        for job in _bar(jobs, progress):
+            x = _read(job, key)
+            if norm is not None:
+                x = norm.apply(x)
+            y = predict_volume(
+                model, x, roi, overlap=overlap, sw_batch_size=sw_batch_size, mode=mode,
+                tta_axes=tta_axes, device=dev, amp=amp,
+            )[0]  # fmt: skip
+            array = _as_labels(y, job.target) if labels else y.float().numpy()
+            written.append(_write(job.target, array, job.layout, job.header, labels))
     return written
 
 
