@@ -206,6 +206,7 @@ def conv_transpose_tiled(
     frames: bool,
 ) -> torch.Tensor:
     """(B, C, *L, *R) -> (B, O, *(L*k), *R') for leading taps that tile the output; ``wt`` is the
-    transposed weight with the leading taps as output channels, (C, G*prod(k)*O/g... per group
-    (*k, o)), ``inner`` the inner axes' (stride, padding, output_padding, groups, dilation)."""
+    transposed weight with the leading taps as output channels, (C, prod(k)*O/g, *k_rest) with
+    channels (*k, o) in each group; ``inner`` the inner axes' (stride, padding, output_padding,
+    groups, dilation); ``frames``: fold.layout "frames" (else channels-last)."""
     return _TiledConvTranspose.apply(x, wt, bias, kernel, inner, frames)
