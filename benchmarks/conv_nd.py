@@ -5,10 +5,13 @@ Rows, for each workload, all in one run on CPU:
 * ours: ``ndunet.layers.ConvNd`` / ``ConvTransposeNd`` (bias on), fed a standard contiguous input,
   with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.;
   ``outputs frames``: with conv3d on NCDHW frames instead of channels-last, fold.layout;
-  see ndunet/functional/fold.py; ``inputs`` and ``chunks`` have no transposed form), the A/B
-  that decides "auto". ConvTransposeNd's kernel 2 / stride 2 "outputs" is fold_tiled.py, run
-  over blocks of frames (``--tiled-block`` elements; 0: only the ratio bounds them); its
-  ``outputs frames`` row is the layout whose 4-D output is the conv_transpose3d result itself;
+  see ndunet/functional/fold.py; ``inputs``, ``chunks`` and ``blocks`` have no transposed form),
+  the A/B that decides "auto". ConvNd's ``blocks`` (fold_blocks.py) runs over blocks of at most
+  ``--conv-block`` elements, its layout chosen per call unless a row forces it (``blocks
+  frames``, ``blocks channels_last``). ConvTransposeNd's kernel 2 / stride 2 "outputs" is
+  fold_tiled.py, run over blocks of frames (``--tiled-block`` elements; 0: only the ratio bounds
+  them); its ``outputs frames`` row is the layout whose 4-D output is the conv_transpose3d
+  result itself;
 * (a) the practical ceiling: one ``conv3d`` (``conv_transpose3d``) doing exactly the same
   multiply-adds, handed its input already folded (the leading axes' kernel taps stacked as
   channels, their frames as batch), so it pays nothing for the fold. Timed in torch's default
@@ -35,6 +38,7 @@ method runs first.
     PYTHONPATH=src python benchmarks/conv_nd.py [--rounds 5] [--threads 2] [--only ConvNd]
     PYTHONPATH=src python benchmarks/conv_nd.py --device cuda [--cudnn-benchmark]  # + GPU rows
     PYTHONPATH=src python benchmarks/conv_nd.py --only Transpose --tiled-block 0  # block A/B
+    PYTHONPATH=src python benchmarks/conv_nd.py --only ConvNd --conv-block 0 --conv-ratio 1
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ndunet.functional import fold, fold_tiled
+from ndunet.functional import fold, fold_blocks, fold_tiled
 from ndunet.layers import ConvNd, ConvTransposeNd
 from ndunet.planning import peak_bytes as _peak_bytes
 
@@ -143,8 +147,10 @@ def _ours(
     impls = [Impl("ours", _step(out_fn, grad, leaves))]
     # every strategy in the default layout; "outputs" also with NCDHW frames (fold.layout)
     variants = [(name, None) for name in fold.STRATEGIES[1:]] + [("outputs", "frames")]
+    # "blocks" picks its layout per call (channels-last on CPU): both forced, for cuDNN's A/B
+    variants += [("blocks", "frames"), ("blocks", "channels_last")]
     for name, layout in variants:
-        if transposed and name in ("inputs", "chunks"):  # no transposed form
+        if transposed and name in ("inputs", "chunks", "blocks"):  # no transposed form
             continue
         with fold.forced_strategy(name, layout):
             _check_same(out_fn(), ref)
@@ -347,8 +353,22 @@ def main() -> None:
         help="fold_tiled.BLOCK_ELEMENTS: elements per block of the tiled transposed conv (0: "
         "bounded by fold_tiled.CHUNK_RATIO only)",
     )
+    parser.add_argument(
+        "--conv-block",
+        type=int,
+        default=fold_blocks.BLOCK_ELEMENTS,
+        help='fold_blocks.BLOCK_ELEMENTS: elements per block of ConvNd\'s "blocks" strategy (0: '
+        "bounded by fold_blocks.CHUNK_RATIO only)",
+    )
+    parser.add_argument(
+        "--conv-ratio",
+        type=float,
+        default=fold_blocks.CHUNK_RATIO,
+        help="fold_blocks.CHUNK_RATIO: the most of a conv's frames in one block",
+    )
     args = parser.parse_args()
     fold_tiled.BLOCK_ELEMENTS = args.tiled_block
+    fold_blocks.BLOCK_ELEMENTS, fold_blocks.CHUNK_RATIO = args.conv_block, args.conv_ratio
     torch.set_num_threads(args.threads)
     torch.set_default_device(args.device)
     where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name()
@@ -364,7 +384,8 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds, float32, "
         f"{where}; load average at start {os.getloadavg()[0]:.1f} (a shared machine: noisy); "
         f"fold_tiled blocks: CHUNK_RATIO={fold_tiled.CHUNK_RATIO}, "
-        f"BLOCK_ELEMENTS={fold_tiled.BLOCK_ELEMENTS}"
+        f"BLOCK_ELEMENTS={fold_tiled.BLOCK_ELEMENTS}; fold_blocks: "
+        f"CHUNK_RATIO={fold_blocks.CHUNK_RATIO}, BLOCK_ELEMENTS={fold_blocks.BLOCK_ELEMENTS}"
     )
     gpu_rows = [  # the GPU issue's table: larger volumes
         ("ConvNd 4-D, B=4, 32->32 ch, 24^4, k3 p1", conv_impls, (4, 4, 32, 24)),

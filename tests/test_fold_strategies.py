@@ -19,7 +19,7 @@ from scipy.signal import correlate
 from ndunet import functional as FN
 from ndunet.functional import fold
 
-STRATEGIES = ("outputs", "inputs", "taps", "chunks")
+STRATEGIES = ("outputs", "inputs", "taps", "chunks", "blocks")
 
 # (kernel, stride, padding, dilation, groups, size): unit and strided leading axes, dilation,
 # groups, padding, and kernels larger than some axes' stride
@@ -168,14 +168,14 @@ def test_gradcheck_every_strategy(strategy) -> None:
         w = torch.randn(groups, 1, *kernel, dtype=torch.float64, generator=g).requires_grad_()
         b = torch.randn(groups, dtype=torch.float64, generator=g).requires_grad_()
 
-        layout = fold.LAYOUTS[i % 2]
+        layout = fold.LAYOUTS[1 + i % 2]
 
         def conv(x, w, b, case=case, layout=layout):
             with fold.forced_strategy(strategy, layout):
                 return FN.conv_nd(x, w, b, *case[1:5])
 
         def conv_t(x, w, b, case=case, layout=layout):
-            with fold.forced_strategy(strategy, layout):  # "inputs", "chunks": auto there
+            with fold.forced_strategy(strategy, layout):  # "inputs", "chunks", "blocks": auto there
                 return FN.conv_transpose_nd(x, w, b, case[1], case[2], 0, case[4], case[3])
 
         assert torch.autograd.gradcheck(conv, (x, w, b))
@@ -183,11 +183,14 @@ def test_gradcheck_every_strategy(strategy) -> None:
 
 
 def test_auto_picks_by_device_and_buffer_size() -> None:
-    """CPU: the fastest there; CUDA: "chunks" once the buffer passes the ratio."""
+    """CPU: the fastest there ("blocks" for large unit-stride buffers); CUDA: "chunks" once the
+    buffer passes the ratio."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     big = int(fold.BUFFER_RATIO * 10) + 1
     assert fold.strategy == "auto"
     assert fold._choose(True, big, 10, cpu) == "outputs"
+    assert fold._choose(True, fold.BLOCKS_FROM, 10, cpu) == "blocks"
+    assert fold._choose(False, fold.BLOCKS_FROM, 10, cpu) == "inputs"
     assert fold._choose(False, big, 10, cpu) == "inputs"
     assert fold._choose(True, 10, 10, cuda) == "outputs"
     assert fold._choose(True, big, 10, cuda) == "chunks"
@@ -195,8 +198,9 @@ def test_auto_picks_by_device_and_buffer_size() -> None:
     with fold.forced_strategy("taps"):
         assert fold._choose(True, 10, 10, cpu) == "taps"
         assert fold._choose(True, 10, 10, cpu, transposed=True) == "taps"
-    with fold.forced_strategy("chunks"):  # no transposed form
-        assert fold._choose(True, 10, 10, cpu, transposed=True) == "outputs"
+    for name in ("chunks", "blocks"):  # no transposed form
+        with fold.forced_strategy(name):
+            assert fold._choose(True, 10, 10, cpu, transposed=True) == "outputs"
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -216,7 +220,7 @@ def test_bad_strategy_names() -> None:
     assert "NDUNET_FOLD_STRATEGY='fast' is not valid" in run.stderr
     with pytest.raises(ValueError, match=r"fold_layout='nhwc' is not valid; use one of"):
         fold.forced_strategy("taps", "nhwc").__enter__()
-    assert (fold.strategy, fold.layout) == ("auto", "channels_last")
+    assert (fold.strategy, fold.layout) == ("auto", "auto")
     run = _run("import ndunet.functional", NDUNET_FOLD_LAYOUT="nhwc")
     assert "NDUNET_FOLD_LAYOUT='nhwc' is not valid" in run.stderr
     run = _run("from ndunet.functional import fold; print(fold.strategy, fold.layout)",
@@ -241,7 +245,7 @@ def test_onednn_depth_padding_guard_in_a_subprocess() -> None:
             w = torch.randn(4, 3, *[1] * len(lead), k, k, k, requires_grad=True)
             n = len(lead)
             geo = ((1,) * n + (s,) * 3, (0,) * n + (p,) * 3)
-            for name in (("outputs", "inputs", "taps", "chunks") if lead else ("auto",)):
+            for name in (("outputs", "inputs", "taps", "chunks", "blocks") if lead else ("auto",)):
                 with fold.forced_strategy(name):
                     g, = torch.autograd.grad(FN.conv_nd(x, w, None, *geo).square().sum(), w)
                 w64 = w.detach().double().requires_grad_()

@@ -14,13 +14,18 @@ axes' kernel taps (k = prod of the leading kernel sizes):
 * ``chunks``: ``inputs`` for a chunk of output frames of the first leading axis at a time, read
   from the input's own layout (fold_chunks.py): no input-sized copies, the per-frame loop's
   memory, the buffer bounded by CHUNK_RATIO x (input + output).
+* ``blocks``: ``outputs`` for any leading stride (one conv3d per residue class of the taps, so
+  strided axes convolve only the frames their taps read), in blocks of frames, each tensor read
+  in its own layout, bias fused, gradient-layout-aware backward (fold_blocks.py). Buffer: one
+  block; the per-frame loop's memory at about ``outputs``'s time for large volumes (CPU).
 
 Where the leading taps of a transposed conv tile the output (stride == kernel, dilation 1: the
 U-Net's kernel 2 / stride 2), "outputs" is fold_tiled.py: the output is the conv's result with
 the taps moved next to their frames (for layout "frames" and one leading axis, a view of it).
 
 ``strategy`` (from ``NDUNET_FOLD_STRATEGY`` at import; "auto" unless set) forces one for both
-conv and transposed conv ("inputs" and "chunks" have no transposed form: there "auto" applies).
+conv and transposed conv ("inputs", "chunks" and "blocks" have no transposed form: there "auto"
+applies).
 "auto" picks by device and by the buffer's size against input + output (_choose); the benchmark
 forces each strategy for its A/B.
 
@@ -29,6 +34,8 @@ convolutions are ~1.6x faster on CPU than the default layout, tap slices of such
 contiguous runs of channels, and the results come back as permuted views without a copy.
 ``layout`` ("frames", from ``NDUNET_FOLD_LAYOUT``) instead hands conv3d standard NCDHW frames,
 an A/B for cuDNN; every view works on logical shapes, so the layout changes copies, not results.
+"auto" (the default) is channels-last for every strategy but "blocks", which picks per call
+(channels-last on CPU and for channels-innermost tensors, NCDHW frames otherwise).
 The data movement around the conv3d is a handful of strided copies/adds, each written as an
 autograd.Function with an explicit adjoint (autograd through unfold would scatter-add slowly).
 """
@@ -44,6 +51,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from ndunet.functional.fold_blocks import conv_blocks
 from ndunet.functional.fold_chunks import chunk_frames, conv_chunks
 from ndunet.functional.fold_taps import (
     _copy_rest_zero,
@@ -56,10 +64,10 @@ from ndunet.functional.onednn import conv3d
 
 __all__ = ["LAYOUTS", "STRATEGIES", "conv_fold", "conv_transpose_fold", "forced_strategy"]
 
-STRATEGIES = ("auto", "outputs", "inputs", "taps", "chunks")
+STRATEGIES = ("auto", "outputs", "inputs", "taps", "chunks", "blocks")
 
 
-LAYOUTS = ("channels_last", "frames")
+LAYOUTS = ("auto", "channels_last", "frames")
 
 
 def _checked(label: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -75,7 +83,8 @@ def _from_env(variable: str, allowed: tuple[str, ...]) -> str:
 strategy = _from_env("NDUNET_FOLD_STRATEGY", STRATEGIES)
 # the memory layout of the folded input: channels innermost (oneDNN's fast layout), or "frames":
 # frame-major with channels before the inner axes, so conv3d sees standard NCDHW frames (an A/B
-# for cuDNN; it changes only copies, never the result)
+# for cuDNN; it changes only copies, never the result); "auto": channels innermost, except that
+# "blocks" picks by device and the tensors' layouts
 layout = _from_env("NDUNET_FOLD_LAYOUT", LAYOUTS)
 
 
@@ -103,17 +112,23 @@ def forced_strategy(name: str, fold_layout: str | None = None) -> Iterator[None]
 BUFFER_RATIO = 1.5
 # "chunks" sizes its chunks so one chunk's gathered buffer is at most this x (input + output)
 CHUNK_RATIO = 0.25
+# CPU, unit leading strides: "blocks" from an "outputs" buffer of this many elements on (the
+# same time as "outputs" there, ~0.7x its peak memory; below it, per-block overhead costs more
+# than the copies it saves: 1.1-1.2x "outputs"'s time for 8^4 and 6^5 volumes and the 4-D U-Net)
+BLOCKS_FROM = 2**22
 
 
 def _choose(
     unit_stride: bool, buffer: int, in_out: int, device: torch.device, transposed: bool = False
 ) -> str:
-    if strategy != "auto" and not (transposed and strategy in ("inputs", "chunks")):
+    if strategy != "auto" and not (transposed and strategy in ("inputs", "chunks", "blocks")):
         return strategy
     if transposed:  # its "outputs" buffer is the output itself for the U-Net's kernel 2 stride 2
         return "outputs"
     if device.type == "cuda" and buffer > BUFFER_RATIO * in_out:
         return "chunks"
+    if device.type == "cpu" and unit_stride and buffer >= BLOCKS_FROM:
+        return "blocks"
     return "outputs" if unit_stride else "inputs"
 
 
@@ -239,6 +254,8 @@ def conv_fold(
     gathered = math.prod(kernel) * batch * math.prod(outs) * math.prod(rest) * x.shape[1]
     buffer = math.prod(kernel) * batch * math.prod(lengths) * frame_out if unit else gathered
     how = _choose(unit, buffer, x.numel() + out_numel, x.device)
+    if how == "blocks":
+        return conv_blocks(x, w, bias, geometry, inner, layout)
     if how == "chunks":
         budget = int(CHUNK_RATIO * (x.numel() + out_numel))
         y = conv_chunks(x, w, bias, geometry, inner, chunk_frames(gathered, budget, outs[0]))

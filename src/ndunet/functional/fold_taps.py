@@ -149,7 +149,7 @@ class _TapConv(torch.autograd.Function):
 
 def _copy_rest_zero(dst: torch.Tensor, src: torch.Tensor, sl: tuple[slice, ...]) -> None:
     """``dst[:, *sl] = src``, and zero everywhere else in dst."""
-    if any(s.step != 1 for s in sl):
+    if any(s.step not in (None, 1) for s in sl):
         dst.zero_()
     else:  # zero only the margins outside the window, axis by axis
         for axis, s in enumerate(sl):
