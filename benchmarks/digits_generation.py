@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_eval import DigitsJudge, digits_split
-from digits_quality import to_unit, train
+from digits_train import to_unit, train
 
 from ndunet.app.demo import build_unet
 from ndunet.diffusion import Diffusion, evaluations

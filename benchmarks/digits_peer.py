@@ -61,7 +61,7 @@ def run_peer(
     judge, x, seconds: float, n: int, seed: int, grid: Path, width: int = 32, max_steps: int = 0
 ) -> None:
     from digits_eval import format_row
-    from digits_quality import save_grid, to_unit, train
+    from digits_train import save_grid, to_unit, train
 
     from ndunet.diffusion.denoise import eval_mode
 
