@@ -259,12 +259,12 @@ def test_run_file_and_cli_set_the_options(tmp_path):
 def test_channels_last_bf16_on_cuda_matches_contiguous(tmp_path):
     data = _segmentation()
     runs = []
-    for name, cl in (("a", False), ("b", True)):
+    for name, cl in (("a", False), ("b", True)):  # SGD: AdamW makes bf16 noise in tiny grads ~lr
         tr = SupervisedTrainer(
             unet(2), data, out_dir=str(tmp_path / name), batch_size=4, epochs=1, amp="bf16",
-            channels_last=cl, device="cuda", **QUIET,
+            channels_last=cl, device="cuda", optimizer="sgd", lr=0.05, **QUIET,
         )  # fmt: skip
         tr.fit()
         runs.append(load_checkpoint(tmp_path / name).model_state)
     for k, v in runs[0].items():
-        torch.testing.assert_close(runs[1][k], v, rtol=0.05, atol=0.02, msg=k)
+        torch.testing.assert_close(runs[1][k], v, rtol=0.05, atol=0.01, msg=k)
