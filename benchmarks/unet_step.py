@@ -234,7 +234,7 @@ def summary(results: list[Result], amps: list[str], rate: float, device: str) ->
 _C2, _A2 = (64, 128, 256, 256), (False, False, True, False)
 _C3, _A3 = (32, 64, 64), (False, False, True)
 _C4, _A4 = (16, 32, 32), (False, False, True)
-ROWS = {  # key: (title, [(factory, name)], input shape; the 2-D batch comes from --batch)
+ROWS = {  # key: (title, [(factory, name)], input shape; --batch and --batch-3d set the batch)
     "2d": (
         "2-D anchor",
         [
@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=6, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=16, help="2-D batch size")
+    p.add_argument("--batch-3d", type=int, default=1, help="3-D batch size (the issue's row: 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="fp32", help="comma-separated precisions: fp32, bf16, fp16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for 2-D/3-D")
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     for amp in amps:
         for key, (title, factories, shape) in ROWS.items():
             if key in rows:
-                shape = (args.batch, *shape[1:]) if key == "2d" else shape
+                batch = {"2d": args.batch, "3d": args.batch_3d}.get(key, shape[0])
+                shape = (batch, *shape[1:])
                 results += run_row(title, factories, shape, amp, args)
     summary(results, amps, rate, args.device)
     sys.stdout.flush()
