@@ -208,13 +208,21 @@ def test_diffusion_trainer_with_channels_last_and_ema(tmp_path):
     assert tr.sample(2).shape == (2, 1, 8, 8)
 
 
-@pytest.mark.parametrize("choice, during", [(None, False), (True, True), (False, False)])
-def test_cudnn_benchmark_is_set_for_the_run_and_given_back(tmp_path, choice, during):
+@pytest.mark.parametrize(
+    "choice, during, device",
+    [
+        (None, False, "cpu"),  # None: on only for CUDA
+        (True, True, "cpu"),
+        (False, False, "cpu"),
+        pytest.param(None, True, "cuda", marks=pytest.mark.gpu),
+    ],
+)
+def test_cudnn_benchmark_is_set_for_the_run_and_given_back(tmp_path, choice, during, device):
     before = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = not during  # the caller's setting, restored afterwards
-        _, seen = _fit(tmp_path, "r", cudnn_benchmark=choice, epochs=1)
-        assert seen.benchmark == [during] * 4  # None: on only for CUDA (this is the CPU)
+        _, seen = _fit(tmp_path, "r", cudnn_benchmark=choice, epochs=1, device=device)
+        assert seen.benchmark == [during] * 4
         assert torch.backends.cudnn.benchmark is (not during)
     finally:
         torch.backends.cudnn.benchmark = before

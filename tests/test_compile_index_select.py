@@ -5,12 +5,16 @@ heap. More than one thread, since with one inductor takes a non-atomic path."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 CODE = textwrap.dedent(
     """
@@ -41,6 +45,9 @@ CODE = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(torch.library, "custom_op"), reason="torch < 2.4")
 def test_compiled_cpu_resize_and_pad_backward_matches_eager():
-    r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}  # ndunet importable wherever pytest was started
+    r = subprocess.run(
+        [sys.executable, "-c", CODE], env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
     assert r.stdout.split() == ["nearest", "ok", "linear", "ok", "reflect", "ok"]

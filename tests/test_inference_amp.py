@@ -382,7 +382,7 @@ def test_amp_on_cuda(amp):
             resolve_amp("bf16", "cuda")
         return
     dtype = resolve_amp(amp, "cuda")
-    net = seg_unet()
+    net = seg_unet().cuda()  # predict_volume runs the model where it is; windows go to `device`
     x = torch.randn(2, 30, 26, 12)
     with torch.no_grad():
         want = predict_volume(net, x, (16, 16, 8), device="cuda")

@@ -151,6 +151,8 @@ def test_regression_run_writes_values_of_a_channel_first_npy(tmp_path, capsys):
     assert main(["predict", str(run), str(tmp_path / "vol.npy"), "--out", str(out)]) == 2
     assert "channel_axis" in capsys.readouterr().err  # the layout must be stated, not guessed
     args = ["predict", str(run), str(tmp_path), "--out", str(out), "--channel-axis", "0"]
+    # on the CPU, as the reference below: "auto" would take CUDA, whose kernels round otherwise
+    args += ["--device", "cpu"]
     assert main([*args, "--quiet", "--roi-size", "8"]) == 0  # a folder; one window for all axes
     got = np.load(out / "vol.npy")
     model = load_run(run, which="best").model

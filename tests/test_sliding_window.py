@@ -43,7 +43,7 @@ def monai_starts(size: int, roi: int, overlap: float) -> list[int]:
 
 def pointwise(out_channels: int, in_channels: int):
     w = torch.randn(out_channels, in_channels, dtype=torch.float64)
-    return lambda t: torch.einsum("oc,bc...->bo...", w, t).tanh()
+    return lambda t: torch.einsum("oc,bc...->bo...", w.to(t.device), t).tanh()  # any device
 
 
 @pytest.mark.parametrize(
