@@ -41,9 +41,12 @@ def test_supervised_run_resumes_on_the_device(tmp_path, device):
                             resume=True, **common, **QUIET)  # fmt: skip
     cut.fit()
     a, b = (load_checkpoint(tmp_path / r) for r in ("a", "b"))
+    # CUDA: cuDNN's weight gradients sum with atomics in varying order and cudnn.benchmark may
+    # pick other algorithms in the second process-local run; SGD keeps that noise at its size
+    tol = {"rtol": 1e-5, "atol": 1e-6} if device == "cpu" else {"rtol": 1e-4, "atol": 1e-5}
     for k, v in a.model_state.items():  # saved on the CPU, whatever the training device
         assert v.device.type == "cpu"
-        torch.testing.assert_close(b.model_state[k], v, rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(b.model_state[k], v, **tol, msg=k)
     result = cut.evaluate(data)
     assert set(result) == {"loss", "dice"} and all(isinstance(v, float) for v in result.values())
 
