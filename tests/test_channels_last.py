@@ -18,7 +18,7 @@ from ndunet.training.callbacks import Callback
 from ndunet.training.setup import input_layout, to_channels_last
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_run_safety import TINY
+from _runs import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -74,15 +74,10 @@ def test_image_condition_needs_pairs(tmp_path, capsys):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_sample_tunes_cudnn_on_cuda_and_gives_the_setting_back(tmp_path, device, monkeypatch):
-    import sys
-    from pathlib import Path
-
     import torch
 
+    from _runs import TINY
     from ndunet.diffusion import Diffusion
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_run_safety import TINY
 
     (tmp_path / "tiny.toml").write_text(TINY)
     run = tmp_path / "run"

@@ -20,7 +20,7 @@ from ndunet.training import DiffusionTrainer, SupervisedTrainer, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _train_script as script
-from test_run_safety import TINY
+from _runs import TINY
 
 SCRIPT = Path(__file__).parent / "_train_script.py"
 

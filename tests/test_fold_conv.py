@@ -10,7 +10,7 @@ import torch
 
 from ndunet import functional as FN
 from ndunet.functional import fold, fold_blocks
-from test_fold_strategies import CASES, _case, per_frame_conv, scipy_conv
+from test_fold_strategies import CASES, _case, layouts, per_frame_conv, scipy_conv
 
 # beyond CASES: odd frames of a stride-2 axis never read (their gradient is zero), and leading
 # taps that only ever see padding (their weight gradient is zero)
@@ -32,19 +32,6 @@ def _ref(x, w, b, stride, padding, dilation, groups):
     return y if b is None else y + b.view(1, -1, *[1] * len(stride))
 
 
-def _layouts(t: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The same values in every layout an input or gradient may arrive in."""
-    m = t.dim() - 5
-    wide = torch.zeros(t.shape[0], 2 * t.shape[1], *t.shape[2:], dtype=t.dtype)
-    wide[:, 1::2] = t
-    return {
-        "contiguous": t,
-        "channels-last": t.movedim(1, -1).contiguous().movedim(-1, 1),
-        "frames": t.movedim(1, 1 + m).contiguous().movedim(1 + m, 1),
-        "strided": wide[:, 1::2],  # e.g. a slice of torch.cat's output or gradient
-    }
-
-
 @pytest.mark.parametrize("ratio,cap", BLOCKS)
 @pytest.mark.parametrize("layout", fold.LAYOUTS)
 @pytest.mark.parametrize("case", CASES + EDGES)
@@ -54,7 +41,7 @@ def test_blocks_match_scipy(monkeypatch, case, layout, ratio, cap) -> None:
     x, w, *geo = _case(case)
     for bias in (_bias(w), None):
         ref = _ref(x, w, bias, *geo)
-        for name, xs in _layouts(x).items():
+        for name, xs in layouts(x).items():
             with fold.forced_strategy("blocks", layout):
                 ours = FN.conv_nd(xs, w, bias, *geo)
             torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10, msg=name)
@@ -78,12 +65,12 @@ def test_blocks_gradients_in_every_arriving_layout(monkeypatch, case, layout) ->
     b = _bias(w)
     y0 = FN.conv_nd(x, w, b, *geo)
     gy0 = torch.randn(y0.shape, dtype=y0.dtype, generator=torch.Generator().manual_seed(5))
-    for name, gy in _layouts(gy0).items():
+    for name, gy in layouts(gy0).items():
         ref = _grads(x, w, b, geo, gy, "taps")
         for ratio, cap in (BLOCKS[0], BLOCKS[2]):
             monkeypatch.setattr(fold_blocks, "CHUNK_RATIO", ratio)
             monkeypatch.setattr(fold_blocks, "BLOCK_ELEMENTS", cap)
-            for xname, xs in _layouts(x).items():
+            for xname, xs in layouts(x).items():
                 got = _grads(xs, w, b, geo, gy, "blocks", layout)
                 for r, o in zip(ref, got):
                     torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10, msg=(name, xname))

@@ -285,3 +285,16 @@ def test_strategies_on_cuda_match_cpu(strategy, layout) -> None:
             outs.append([y.detach(), *(t.grad for t in leaves)])
         for ref, got in zip(*outs):
             torch.testing.assert_close(got.cpu().double(), ref, rtol=1e-3, atol=1e-3)
+
+
+def layouts(t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same values in every layout an input or gradient may arrive in."""
+    m = t.dim() - 5
+    wide = torch.zeros(t.shape[0], 2 * t.shape[1], *t.shape[2:], dtype=t.dtype)
+    wide[:, 1::2] = t
+    return {
+        "contiguous": t,
+        "channels-last": t.movedim(1, -1).contiguous().movedim(-1, 1),
+        "frames": t.movedim(1, 1 + m).contiguous().movedim(1 + m, 1),
+        "strided": wide[:, 1::2],  # e.g. a slice of torch.cat's output or gradient
+    }

@@ -10,7 +10,7 @@ import torch
 
 from ndunet import functional as FN
 from ndunet.functional import fold, fold_tiled
-from test_fold_strategies import scatter_conv_transpose
+from test_fold_strategies import layouts, scatter_conv_transpose
 
 # (kernel, stride, padding, output_padding, dilation, groups, size): the leading axes tile
 # (stride == kernel, dilation 1); the inner axes anything; leading padding (a crop) and
@@ -65,17 +65,8 @@ def _grads(x, w, b, args, gy, strategy, layout=None):
 
 
 def _gradient_layouts(y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The same values in every layout an output gradient may arrive in."""
-    g = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(5))
-    m = y.dim() - 5
-    wide = torch.zeros(y.shape[0], 2 * y.shape[1], *y.shape[2:], dtype=y.dtype)
-    wide[:, 1::2] = g
-    return {
-        "contiguous": g,
-        "channels-last": g.movedim(1, -1).contiguous().movedim(-1, 1),
-        "frames": g.movedim(1, 1 + m).contiguous().movedim(1 + m, 1),
-        "strided": wide[:, 1::2],  # e.g. a slice of torch.cat's gradient
-    }
+    """One output gradient in every layout it may arrive in."""
+    return layouts(torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(5)))
 
 
 @pytest.mark.parametrize("layout", fold.LAYOUTS)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from _runs import SEG_3D, TINY
 from ndunet.app.cli import main
 from ndunet.diffusion import Diffusion
 from ndunet.inference import (
@@ -256,57 +257,11 @@ def test_diffusion_trainer_samples_under_the_runs_amp(tmp_path):
 
 
 # ---- the CLI ----------------------------------------------------------------------------------
-SEG_RUN = """
-[task]
-type = "supervised"
-validate = false
-test = false
-
-[data]
-name = "blobs"
-spatial_dims = 3
-length = 12
-n = 4
-task = "denoising"
-
-[patches]
-patch_size = [8, 8, 4]
-
-[model]
-channels = [4, 8]
-num_res_blocks = 1
-num_groups = 2
-
-[trainer]
-max_steps = 1
-batch_size = 2
-plot = false
-device = "cpu"
-"""
-
-DIFFUSION_RUN = """
-[task]
-type = "diffusion"
-validate = false
-
-[data]
-name = "digits"
-
-[model]
-channels = [4, 8]
-num_res_blocks = 1
-num_groups = 2
-
-[diffusion]
-timesteps = 50
-sample_steps = 2
-
-[trainer]
-max_steps = 1
-batch_size = 16
-device = "cpu"
-plot = false
-"""
+# the shared tiny runs, trained for one step on the CPU; the 3-D one regresses values
+RUNS = {
+    "seg": (SEG_3D, ["data.task=denoising"]),
+    "diffusion": (TINY, []),
+}
 
 
 @pytest.fixture(scope="module")
@@ -314,10 +269,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """A regression run (float outputs) and a diffusion run, each trained for one step."""
     folder = tmp_path_factory.mktemp("amp")
     out = {}
-    for name, text in (("seg", SEG_RUN), ("diffusion", DIFFUSION_RUN)):
+    for name, (text, sets) in RUNS.items():
         (folder / f"{name}.toml").write_text(text)
         args = ["train", str(folder / f"{name}.toml"), "--out", str(folder / name), "--quiet"]
-        assert main(args) == 0
+        sets = [*sets, "trainer.max_steps=1", "trainer.device=cpu"]
+        assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
         out[name] = folder / name
     x = torch.randn(1, 10, 9, 5).numpy()
     np.save(folder / "vol.npy", x)

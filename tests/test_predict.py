@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from _runs import SEG_3D as RUN
 from ndunet.app.cli import main
 from ndunet.data import Normalization, blobs
 from ndunet.inference import flip_tta, sliding_window_inference
@@ -21,33 +22,6 @@ nib = pytest.importorskip("nibabel")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-RUN = """
-[task]
-type = "supervised"
-validate = false
-test = false
-
-[data]
-name = "blobs"
-spatial_dims = 3
-length = 12
-n = 4
-
-[patches]
-patch_size = [8, 8, 4]
-
-[model]
-channels = [4, 8]
-num_res_blocks = 1
-num_groups = 2
-
-[trainer]
-max_steps = 2
-batch_size = 2
-lr = 1e-2
-plot = false
-device = "cpu"
-"""
 
 AFFINE = np.array([[0.0, -0.7, 0, 12], [0.9, 0, 0, -4], [0, 0, 2.5, 3], [0, 0, 0, 1]])
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from _runs import TINY
 from ndunet import UNet
 from ndunet.app.cli import main
 from ndunet.config import ConfigError
@@ -21,30 +22,6 @@ from ndunet.training import SupervisedTrainer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUIET = {"progress": False, "device": "cpu", "plot": False}
-
-TINY = """
-[task]
-type = "diffusion"
-validate = false
-
-[data]
-name = "digits"
-
-[model]
-channels = [4, 8]
-num_res_blocks = 1
-num_groups = 2
-
-[diffusion]
-timesteps = 50
-sample_steps = 2
-
-[trainer]
-max_steps = 2
-batch_size = 16
-sample_n = 2
-seed = 3
-"""
 
 
 class NaNAt(torch.utils.data.Dataset):
