@@ -11,8 +11,8 @@
 #            with the trainer's CUDA settings (channels_last, cudnn.benchmark) for every model
 #   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop
 #   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
-#   compile  unet_step.py --compile: 2-D at batch 256, 3-D at batch 32 (share of the bf16
-#            matrix rate)
+#   compile  unet_step.py --compile: 2-D at batch 256; the issue's 3-D row (batch 1, host-bound
+#            in eager: ~1300 aten ops a step) with CUDA graphs in fp32 and bf16; 3-D at batch 32
 # STAGES="unet,conv" bash benchmarks/gpu/session.sh runs a subset (e.g. for a rerun).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -81,6 +81,8 @@ tail -n 60 "$OUT/profile.log" 2>/dev/null
 
 stage compile 140 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 256 \
   --rows 2d --compile --channels-last --cudnn-benchmark --models ndunet --rounds 10 --warmup 2
+stage compile 90 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 --rows 3d \
+  --compile --compile-mode reduce-overhead --cudnn-benchmark --models ndunet --rounds 10 --warmup 3
 stage compile 100 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch-3d 32 \
   --rows 3d --compile --channels-last --cudnn-benchmark --models ndunet --rounds 10 --warmup 2
 grep -A6 "^summary" "$OUT/compile.log" 2>/dev/null
