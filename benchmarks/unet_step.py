@@ -92,13 +92,22 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def step_fn(
-    entry: Entry, module: nn.Module, x: torch.Tensor, t: torch.Tensor, amp: str
+    entry: Entry,
+    module: nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    amp: str,
+    cuda_graphs: bool = False,
 ) -> Callable[[], None]:
+    """One training step of ``module``; ``cuda_graphs``: a compiled module in a CUDA-graph mode,
+    each step marked as a new iteration (as the trainer does)."""
     opt = torch.optim.Adam(entry.model.parameters(), lr=1e-4)
     target = torch.randn_like(x)
     dtype = DTYPES[amp]
 
     def step() -> None:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
         ctx = torch.autocast(x.device.type, dtype) if dtype else contextlib.nullcontext()
         with ctx:
@@ -170,7 +179,8 @@ def run_row(
         e.flops = counter.get_total_flops()
         e.model.zero_grad(set_to_none=True)
         module = torch.compile(e.model, mode=args.compile_mode) if args.compile else e.model
-        steps[e.name] = step_fn(e, module, x, t, amp)
+        graphs = args.compile and args.compile_mode in ("reduce-overhead", "max-autotune")
+        steps[e.name] = step_fn(e, module, x, t, amp, graphs and device.type == "cuda")
         for _ in range(args.warmup + (2 if args.compile else 0)):
             steps[e.name]()
     for _ in range(args.rounds):  # interleave: shared-CPU load hits every model alike
