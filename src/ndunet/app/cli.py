@@ -21,6 +21,7 @@ from ndunet.app.commands import (
     cmd_train,
 )
 from ndunet.app.run_config import ConfigError, packaged_configs
+from ndunet.inference.amp import AMP_MODES
 
 EXIT_USAGE = 2
 
@@ -207,7 +208,7 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 def _add_amp(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp",
-        choices=["none", "bf16", "fp16"],  # ndunet.inference.AMP_MODES
+        choices=AMP_MODES,
         default="none",
         help="mixed precision: the network's forward under autocast in bf16 or fp16 (default "
         "none: float32 throughout); the result stays float32",

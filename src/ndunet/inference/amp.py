@@ -17,11 +17,11 @@ from torch import Tensor
 
 from ndunet._checks import check_choice, invalid
 
-__all__ = ["AMP_MODES", "Amp", "resolve_amp", "with_autocast"]
+__all__ = ["AMP_DTYPES", "AMP_MODES", "Amp", "resolve_amp", "with_autocast"]
 
 Amp = Literal["none", "bf16", "fp16"]
 AMP_MODES = ("none", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # "none": no autocast
 
 
 def resolve_amp(amp: str, device: torch.device | str = "cpu") -> torch.dtype | None:
@@ -31,7 +31,7 @@ def resolve_amp(amp: str, device: torch.device | str = "cpu") -> torch.dtype | N
     or for a dtype this build of torch cannot autocast to on ``device`` (e.g. bf16 on a GPU
     without bfloat16, or a device without autocast)."""
     check_choice("amp", amp, AMP_MODES)
-    dtype = _DTYPES.get(amp)
+    dtype = AMP_DTYPES.get(amp)
     if dtype is None:
         return None
     where = torch.device(device)

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ndunet.data.loader import EpochBatches, build_loader
 from ndunet.files import safe_write_text
+from ndunet.inference.amp import AMP_DTYPES
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
 from ndunet.training.checkpoints import CheckpointWriter
@@ -82,7 +83,7 @@ class SetupMixin:
         self.module.to(self.device)
         if cfg.channels_last:  # before the EMA copies the network and the optimizer sees it
             to_channels_last(self.module)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp)
         if cfg.ema_decay > 0 and self.ema is None:
             from ndunet.ema import EMA
 
