@@ -22,6 +22,7 @@ from ndunet.app.commands import (
 )
 from ndunet.app.run_config import ConfigError, packaged_configs
 from ndunet.inference.amp import AMP_MODES
+from ndunet.inference.compiled import COMPILE_MODES
 
 EXIT_USAGE = 2
 
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", nargs="+", help="class labels, cycled to --n (e.g. 3 or 0,1,2)")
     s.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
     _add_amp(s)
+    _add_compile(s, "every sampling step has one shape")
     s.add_argument(
         "--condition",
         metavar="FILE",
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta-axes", type=int, nargs="*", default=[], help="flip TTA on these axes")
     r.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
     _add_amp(r)
+    _add_compile(r, "every batch of windows has one shape (the last one padded)")
     r.add_argument("--channel-axis", type=int, help="input channel axis (default: the run's)")
     r.add_argument("--key", help="array inside .npz/.h5/.zarr inputs (default: the run's)")
     r.add_argument(
@@ -212,6 +215,19 @@ def _add_amp(p: argparse.ArgumentParser) -> None:
         default="none",
         help="mixed precision: the network's forward under autocast in bf16 or fp16 (default "
         "none: float32 throughout); the result stays float32",
+    )
+
+
+def _add_compile(p: argparse.ArgumentParser, why: str) -> None:
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help=f"torch.compile the network ({why}); MODE: {', '.join(COMPILE_MODES)} (default "
+        "'default'; 'reduce-overhead' replays CUDA graphs on a GPU). Costs a compile first",
     )
 
 

@@ -154,7 +154,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "steps": args.steps, "sampler": args.sampler, "guidance_scale": guidance, "y": labels,
         "generator": torch.Generator().manual_seed(args.seed), "progress": True, "model": model,
-        "amp": args.amp,
+        "amp": args.amp, "compile": args.compile,
     }  # fmt: skip
     condition = pipe.diffusion.config.condition
     with cudnn_benchmark(device.type == "cuda"):  # every step has one shape: tuned once

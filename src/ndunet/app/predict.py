@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ndunet.inference import predict_volume
 from ndunet.inference.amp import Amp, resolve_amp
+from ndunet.inference.compiled import CompileMode, check_compile, with_compile
 
 LABEL_LOSSES = ("cross_entropy", "bce", "dice", "dice_ce")  # runs whose outputs are logits
 VALUE_LOSSES = ("mse", "l1")
@@ -32,7 +33,7 @@ Output = Literal["auto", "labels", "values"]
 # the keyword options of predict_files (and the CLI's flags of the same names)
 OPTIONS = (
     "which", "roi_size", "overlap", "sw_batch_size", "mode", "tta_axes", "device", "channel_axis",
-    "key", "output", "suffix", "amp",
+    "key", "output", "suffix", "amp", "compile",
 )  # fmt: skip
 
 __all__ = ["PredictError", "predict_files", "predict_volume"]  # predict_volume: ndunet.inference
@@ -69,11 +70,13 @@ def predict_files(
     output: Output = "auto",
     suffix: str | None = None,
     amp: Amp = "none",
+    compile: CompileMode | bool | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Predict every input with the run in ``run`` and write the results into ``out``; returns
     the files written. ``amp`` ("bf16", "fp16") runs the network's forward under autocast on
-    ``device`` (see :func:`predict_volume`). Every problem found before inference (a missing
+    ``device`` (see :func:`predict_volume`); ``compile`` compiles the network once for every
+    input (:func:`ndunet.inference.with_compile`). Every problem found before inference (a missing
     file, an output that exists, a layout the run cannot read, an ``amp`` the device cannot
     run) is a :class:`PredictError` raised before any work."""
     from ndunet.data.volume_files import list_files
@@ -109,6 +112,10 @@ def predict_files(
         resolve_amp(amp, dev)
     except ValueError as e:
         raise PredictError(str(e).replace("amp=", "--amp ")) from None
+    try:
+        check_compile(compile)
+    except ValueError as e:
+        raise PredictError(str(e).replace("compile=", "--compile ")) from None
     model = pipe.model.to(dev)
 
     files = [f for item in inputs for f in list_files(item, "INPUT")]
@@ -127,6 +134,7 @@ def predict_files(
     out.mkdir(parents=True, exist_ok=True)
 
     written = []
+    model = with_compile(model, compile, dev, sw_batch_size)  # one compiled model for every input
     with cudnn_benchmark(dev.type == "cuda"):  # every window has one shape: tuned once
         for job in _bar(jobs, progress):
             x = _read(job, key)

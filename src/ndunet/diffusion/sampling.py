@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ndunet._checks import check_choice, did_you_mean
 from ndunet.inference.amp import AMP_MODES, Amp
+from ndunet.inference.compiled import CompileMode, check_compile
 
 from .conditioning import check_cond
 from .config import DiffusionConfig
@@ -43,6 +44,7 @@ class SampleOptions(TypedDict, total=False):
     model: Model | None
     callback: Callback | None
     amp: Amp
+    compile: CompileMode | bool | None
 
 
 class Plan(NamedTuple):
@@ -61,6 +63,7 @@ class Plan(NamedTuple):
     clip_denoised: bool
     callback: Callback | None
     amp: Amp = "none"  # the network's forward under autocast (ndunet.inference.with_autocast)
+    compile: str | None = None  # torch.compile mode of the network (ndunet.inference.with_compile)
 
 
 def prepare(
@@ -112,10 +115,11 @@ def prepare(
     guidance = _guidance(cfg, options.get("guidance_scale"), y, cond)
     clip = options.get("clip_denoised")
     amp = check_choice("amp", options.get("amp", "none"), AMP_MODES)  # device: Diffusion._on
+    mode = check_compile(options.get("compile"))
     return Plan(
         fn, model, grid, float(eta), guidance, y, cond, options.get("generator"),
         bool(options.get("progress", False)), bool(options.get("return_intermediates", False)),
-        cfg.clip_denoised if clip is None else bool(clip), options.get("callback"), amp,
+        cfg.clip_denoised if clip is None else bool(clip), options.get("callback"), amp, mode,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ndunet.inference.amp import resolve_amp, with_autocast
+from ndunet.inference.compiled import with_compile
 from ndunet.rng import randn
 
 if TYPE_CHECKING:
@@ -246,7 +247,10 @@ class Diffusion(nn.Module):
         ``return_intermediates`` (also return the trajectory ``(steps + 1, B, C, *spatial)`` of
         variance-preserving states from pure noise to the result) and ``amp`` (``"none"``,
         ``"bf16"``, ``"fp16"``: the network's forward under ``torch.autocast`` on the sampling
-        device; the samplers' arithmetic and the returned samples stay in x's dtype). An
+        device; the samplers' arithmetic and the returned samples stay in x's dtype) and
+        ``compile`` (a torch.compile mode for the network, True for "default":
+        :func:`ndunet.inference.with_compile`; "reduce-overhead" replays each step as a CUDA
+        graph on a GPU). An
         imputation model (condition='mask') samples with nothing known; see :meth:`inpaint`.
         """
         shape = tuple(shape)
@@ -318,8 +322,10 @@ class Diffusion(nn.Module):
         if mask is not None and cond is None:
             cond = torch.zeros_like(x)  # nothing known
         # the one place sampling calls the network: with amp, its forward alone runs under
-        # autocast and returns x's dtype, so guidance and every sampler update stay float32
-        model = with_autocast(plan.model, plan.amp, x.device)
+        # autocast and returns x's dtype, so guidance and every sampler update stay float32;
+        # compiled, every step runs the one static shape (CUDA graphs in their modes)
+        network = with_compile(plan.model, plan.compile, x.device)
+        model = with_autocast(network, plan.amp, x.device)
         denoise = self.denoiser(
             plan.grid, plan.y, plan.guidance_scale, plan.clip_denoised, model,
             cond=cond, mask=mask,

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ndunet.data.loader import EpochBatches, build_loader
 from ndunet.files import safe_write_text
 from ndunet.inference.amp import AMP_DTYPES
+from ndunet.inference.compiled import CUDA_GRAPH_MODES
 from ndunet.training import distributed as D
 from ndunet.training.best import BestTracker
 from ndunet.training.checkpoints import CheckpointWriter
@@ -23,8 +24,6 @@ from ndunet.training.logging import RunLog, logger
 from ndunet.training.optim import build_optimizer, build_scheduler
 from ndunet.training.run_dir import check_run_dir, claim_run_dir
 
-# compile modes whose training step inductor records as CUDA graphs (on a CUDA device)
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # channels-last memory formats by tensor rank: (B, C, H, W) and (B, C, D, H, W), and conv weights
 CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 

@@ -10,12 +10,12 @@ from typing import ClassVar, Literal
 from ndunet._checks import check_float, check_int
 from ndunet.config import Config, config
 from ndunet.inference.amp import Amp
+from ndunet.inference.compiled import CompileMode
 
 Optimizer = Literal["adamw", "adam", "sgd"]
 Scheduler = Literal["constant", "cosine"]
 NanPolicy = Literal["raise", "skip"]
 BestMode = Literal["auto", "min", "max"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 BlendMode = Literal["constant", "gaussian"]
 
 DEFAULT_EPOCHS = 10  # when neither epochs, max_steps nor time_limit bounds training
