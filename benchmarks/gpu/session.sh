@@ -13,12 +13,14 @@
 #   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
 #   compile  unet_step.py --compile: 2-D at batch 256; the issue's 3-D row (batch 1, host-bound
 #            in eager: ~1300 aten ops a step) with CUDA graphs in fp32 and bf16; 3-D at batch 32
+#   infer    benchmarks/compiled_inference.py: sampling (3-D, batch 1) and sliding-window predict,
+#            eager vs compile="reduce-overhead" in bf16 (last: a rerun with STAGES=infer if cut)
 # STAGES="unet,conv" bash benchmarks/gpu/session.sh runs a subset (e.g. for a rerun).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-STAGES=${STAGES:-suite,unet,conv,profile,compile}
+STAGES=${STAGES:-suite,unet,conv,profile,compile,infer}
 DEADLINE=${DEADLINE:-570}
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
@@ -86,4 +88,9 @@ stage compile 90 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 -
 stage compile 100 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch-3d 32 \
   --rows 3d --compile --channels-last --cudnn-benchmark --models ndunet --rounds 10 --warmup 2
 grep -A6 "^summary" "$OUT/compile.log" 2>/dev/null
+
+stage infer 150 python3 benchmarks/compiled_inference.py --device cuda --rows sample3d,predict3d \
+  --modes eager,reduce-overhead --amp bf16 --rounds 5 --steps 20 --volume 160 --roi 96 \
+  --sw-batch-size 4
+tail -n 16 "$OUT/infer.log" 2>/dev/null
 echo "total $(($(date +%s) - start))s"
