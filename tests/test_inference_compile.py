@@ -74,31 +74,35 @@ def test_bad_batch_size_is_refused(bad):
 
 # ---- the wrapper's bookkeeping, with a recording torch.compile --------------------------------
 class Recorder:
-    """Stands in for torch.compile: records its options and the shapes each call receives."""
+    """Stands in for torch.compile: records its options and the shapes each call receives;
+    ``dynamo``: the calls go through torch.compile's "eager" backend (traced, not inductor)."""
 
-    def __init__(self) -> None:
+    real = staticmethod(torch.compile)
+
+    def __init__(self, dynamo: bool = False) -> None:
+        self.dynamo = dynamo
         self.options: list[dict] = []
         self.calls: list[dict] = []
         self.outputs: list[Tensor] = []
 
     def compile(self, fn, **options):
         self.options.append(options)
+        inner = self.real(fn, backend="eager", dynamic=False) if self.dynamo else fn
 
         def compiled(x, *args, **kwargs):
             self.calls.append(
-                {
-                    "x": tuple(x.shape),
-                    "args": [tuple(a.shape) if isinstance(a, Tensor) else a for a in args],
-                    "kwargs": {
-                        k: tuple(v.shape) if isinstance(v, Tensor) else v for k, v in kwargs.items()
-                    },
-                }
+                {"x": tuple(x.shape), "args": _shapes(args), "kwargs": _shapes(kwargs)}
             )
-            out = fn(x, *args, **kwargs)
+            out = inner(x, *args, **kwargs)
             self.outputs.append(out)
             return out
 
         return compiled
+
+
+def _shapes(values):
+    one = lambda v: tuple(v.shape) if isinstance(v, Tensor) else v  # noqa: E731
+    return {k: one(v) for k, v in values.items()} if isinstance(values, dict) else [one(v) for v in values]  # fmt: skip
 
 
 @pytest.fixture
@@ -252,25 +256,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-class EagerRecorder(Recorder):
-    """torch.compile's "eager" backend, recording the options and call shapes."""
-
-    real = staticmethod(torch.compile)
-
-    def compile(self, fn, **options):
-        self.options.append(options)
-        compiled = self.real(fn, backend="eager", dynamic=False)
-
-        def call(x, *args, **kwargs):
-            self.calls.append({"x": tuple(x.shape)})
-            return compiled(x, *args, **kwargs)
-
-        return call
-
-
 @pytest.fixture
-def eager_compile(monkeypatch) -> EagerRecorder:
-    rec = EagerRecorder()
+def eager_compile(monkeypatch) -> Recorder:
+    rec = Recorder(dynamo=True)
     monkeypatch.setattr(torch, "compile", rec.compile)
     return rec
 
