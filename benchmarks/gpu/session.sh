@@ -10,9 +10,9 @@
 #   unet     benchmarks/unet_step.py: fp32 and bf16 with the peers as issue 12 measured them, then
 #            with the trainer's CUDA settings (channels_last, cudnn.benchmark) for every model
 #   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop
-#   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
 #   compile  unet_step.py --compile: 2-D at batch 256; the issue's 3-D row (batch 1, host-bound
 #            in eager: ~1300 aten ops a step) with CUDA graphs in fp32 and bf16; 3-D at batch 32
+#   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
 #   infer    benchmarks/compiled_inference.py: sampling (3-D, batch 1) and sliding-window predict,
 #            eager vs compile="reduce-overhead" in bf16 (last: a rerun with STAGES=infer if cut)
 # STAGES="unet,conv" bash benchmarks/gpu/session.sh runs a subset (e.g. for a rerun).
@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-STAGES=${STAGES:-suite,unet,conv,profile,compile,infer}
+STAGES=${STAGES:-suite,unet,conv,compile,profile,infer}
 DEADLINE=${DEADLINE:-570}
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
@@ -73,14 +73,6 @@ stage conv 30 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 
   --cudnn-benchmark --only "B=4"
 tail -n 45 "$OUT/conv.log" 2>/dev/null
 
-stage profile 40 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 2 \
-  --batch 64 --channels-last --variants old,new,new-cl --steps 10 --top 12
-stage profile 25 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 3 \
-  --channels-last --variants old,new,new-cl --steps 10 --top 8
-stage profile 20 python3 benchmarks/profile_step.py --device cuda --amp bf16 --batch 64 \
-  --variants new --cudnn-benchmark --steps 10 --top 8
-tail -n 60 "$OUT/profile.log" 2>/dev/null
-
 stage compile 140 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 256 \
   --rows 2d --compile --channels-last --cudnn-benchmark --models ndunet --rounds 10 --warmup 2
 stage compile 90 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 --rows 3d \
@@ -88,6 +80,14 @@ stage compile 90 python3 benchmarks/unet_step.py --device cuda --amp fp32,bf16 -
 stage compile 100 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch-3d 32 \
   --rows 3d --compile --channels-last --cudnn-benchmark --models ndunet --rounds 10 --warmup 2
 grep -A6 "^summary" "$OUT/compile.log" 2>/dev/null
+
+stage profile 40 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 2 \
+  --batch 64 --channels-last --variants old,new,new-cl --steps 10 --top 12
+stage profile 25 python3 benchmarks/profile_step.py --device cuda --amp bf16 --spatial-dims 3 \
+  --channels-last --variants old,new,new-cl --steps 10 --top 8
+stage profile 20 python3 benchmarks/profile_step.py --device cuda --amp bf16 --batch 64 \
+  --variants new --cudnn-benchmark --steps 10 --top 8
+tail -n 60 "$OUT/profile.log" 2>/dev/null
 
 stage infer 150 python3 benchmarks/compiled_inference.py --device cuda --rows sample3d,predict3d \
   --modes eager,reduce-overhead --amp bf16 --rounds 5 --steps 20 --volume 160 --roi 96 \
