@@ -21,7 +21,13 @@ from torch import Tensor
 from _runs import SEG_3D, TINY
 from ndunet.app.cli import main
 from ndunet.diffusion import Diffusion
-from ndunet.inference import COMPILE_MODES, check_compile, predict_volume, with_compile
+from ndunet.inference import (
+    COMPILE_MODES,
+    check_compile,
+    predict_volume,
+    sliding_window_inference,
+    with_compile,
+)
 from ndunet.models.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -186,6 +192,17 @@ def test_predict_volume_pads_the_last_batch_of_windows(recorder):
     torch.testing.assert_close(got, want)  # 4 x 2 windows: ... and a ragged last batch
     assert {c["x"] for c in recorder.calls} == {(4, 2, 8, 8)}
     assert recorder.options == [{"mode": "default", "dynamic": False}]
+
+
+def test_sliding_window_inference_compiles_its_predictor(recorder):
+    x = torch.randn(2, 1, 13, 10)  # 2 x (3 x 2) windows in batches of 5: the last one padded
+    predictor = lambda w, scale: w * scale  # noqa: E731
+    want = sliding_window_inference(x, (8, 8), 5, predictor, 0.5, scale=2.0)
+    got = sliding_window_inference(x, (8, 8), 5, predictor, 0.5, scale=2.0, compile="default")
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert [c["x"] for c in recorder.calls] == [(5, 1, 8, 8)] * 3
+    with pytest.raises(ValueError, match="compile='fast' is not valid"):
+        sliding_window_inference(x, (8, 8), 3, predictor, compile="fast")
 
 
 def test_diffusion_sample_compiles_the_network_once_per_call(recorder):

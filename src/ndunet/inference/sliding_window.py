@@ -19,6 +19,7 @@ from ndunet._checks import check_choice, check_float, check_int, invalid
 from ndunet.functional import pad_nd
 
 from .amp import Amp, with_autocast
+from .compiled import CompileMode, with_compile
 from .windows import importance_map, window_slices
 
 __all__ = ["sliding_window_inference"]
@@ -64,6 +65,7 @@ def sliding_window_inference(
     progress: bool = False,
     *args: Any,
     amp: Amp = "none",
+    compile: CompileMode | bool | None = None,
     **kwargs: Any,
 ) -> Tensor:
     """Run ``predictor`` on windows of ``roi_size`` over ``inputs`` (B, C, *spatial) and blend.
@@ -88,6 +90,9 @@ def sliding_window_inference(
         amp: keyword only; ``"bf16"`` or ``"fp16"`` run the predictor under ``torch.autocast``
             on ``sw_device`` with that dtype (its output cast back to the dtype of ``inputs``,
             so weighting and blending keep full precision); ``"none"`` (default) runs it as is.
+        compile: keyword only; a torch.compile mode (True for "default") compiles ``predictor``
+            for the window shape with static shapes, the last batch of windows padded to
+            ``sw_batch_size`` (see :func:`ndunet.inference.with_compile`); None (default): eager.
 
     Returns:
         (B, C_out, *spatial) on ``device``, with the dtype of ``inputs``.
@@ -115,6 +120,7 @@ def sliding_window_inference(
     check_float("cval", cval)
     sw_device = torch.device(sw_device) if sw_device is not None else inputs.device
     device = torch.device(device) if device is not None else inputs.device
+    predictor = with_compile(predictor, compile, sw_device, sw_batch_size)
     predictor = with_autocast(predictor, amp, sw_device)
 
     # MONAI's padding: the missing length split in halves, the odd voxel after
