@@ -2,7 +2,8 @@
 
 Rows, for each workload, all in one run on CPU:
 
-* ours: ``ndunet.layers.ConvNd`` / ``ConvTransposeNd`` (bias on), fed a standard contiguous input,
+* ours: ``ndunet.layers.ConvNd`` (stride 1, and stride 2 as a U-Net downsamples) /
+  ``ConvTransposeNd`` (bias on), fed a standard contiguous input,
   with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.;
   ``outputs frames``: with conv3d on NCDHW frames instead of channels-last, fold.layout;
   see ndunet/functional/fold.py; ``inputs``, ``chunks`` and ``blocks`` have no transposed form),
@@ -62,22 +63,25 @@ from ndunet.planning import peak_bytes as _peak_bytes
 # ----------------------------------------------------------------------------------------------
 
 
-def per_frame_conv(x: torch.Tensor, w: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
-    """Stride-1 N-D cross-correlation: one (N-1)-D conv per (output frame, tap) of axis 0."""
+def per_frame_conv(
+    x: torch.Tensor, w: torch.Tensor, padding: Sequence[int], stride: int = 1
+) -> torch.Tensor:
+    """N-D cross-correlation (one stride for every axis): one (N-1)-D conv per (output frame,
+    tap) of axis 0."""
     if x.dim() == 5:
-        return F.conv3d(x, w, None, 1, tuple(padding))
+        return F.conv3d(x, w, None, stride, tuple(padding))
     p0, k0, length = padding[0], w.shape[2], x.shape[2]
     xs, ws = (
         x.unbind(2),
         w.unbind(2),
     )  # one unbind: its backward is one stack, not a scatter per use
     frames = []
-    for t in range(length + 2 * p0 - k0 + 1):
+    for t in range((length + 2 * p0 - k0) // stride + 1):
         acc = None
         for k in range(k0):
-            i = t + k - p0  # input frame under tap k
+            i = t * stride + k - p0  # input frame under tap k
             if 0 <= i < length:
-                r = per_frame_conv(xs[i], ws[k], padding[1:])  # (B, O, *rest')
+                r = per_frame_conv(xs[i], ws[k], padding[1:], stride)  # (B, O, *rest')
                 acc = r if acc is None else acc + r
         frames.append(acc)
     return torch.stack(frames, 2)  # (B, O, L0', *rest')
@@ -165,28 +169,30 @@ def _ours(
     return impls
 
 
-def conv_impls(n: int, batch: int, ch: int, size: int) -> list[Impl]:
-    """ConvNd kernel 3, padding 1, stride 1 on (batch, ch, size^n) and its references."""
+def conv_impls(n: int, batch: int, ch: int, size: int, stride: int = 1) -> list[Impl]:
+    """ConvNd kernel 3, padding 1, ``stride`` (2: a U-Net's downsampling) on (batch, ch, size^n)
+    and its references."""
     torch.manual_seed(0)
     m = n - 3  # leading axes folded
-    layer = ConvNd(n, ch, ch, 3, padding=1)
+    out = (size - 1) // stride + 1  # output length of every axis
+    layer = ConvNd(n, ch, ch, 3, padding=1, stride=stride)
     x = _leaf(batch, ch, *[size] * n)
-    g = torch.randn(batch, ch, *[size] * n)
+    g = torch.randn(batch, ch, *[out] * n)
     wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
 
     def fb() -> torch.Tensor:
-        return per_frame_conv(x, wb, [1] * n) + bb.view(1, -1, *[1] * n)
+        return per_frame_conv(x, wb, [1] * n, stride) + bb.view(1, -1, *[1] * n)
 
     impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), False)
     for cl in (False, True):
-        xa = _leaf(batch * size**m, ch * 3**m, size, size, size, channels_last=cl)
+        xa = _leaf(batch * out**m, ch * 3**m, size, size, size, channels_last=cl)
         wa, ba = _leaf(ch, ch * 3**m, 3, 3, 3), _leaf(ch)
-        ga = torch.randn(batch * size**m, ch, size, size, size)
+        ga = torch.randn(batch * out**m, ch, out, out, out)
         if cl:
             ga = ga.contiguous(memory_format=torch.channels_last_3d)
 
         def fa(xa=xa, wa=wa, ba=ba) -> torch.Tensor:
-            return F.conv3d(xa, wa, ba, 1, 1)
+            return F.conv3d(xa, wa, ba, stride, 1)
 
         name = "(a) conv3d, channels_last_3d" if cl else "(a) conv3d, default layout"
         impls.append(Impl(name, _step(fa, ga, [xa, wa, ba])))
@@ -395,6 +401,9 @@ def main() -> None:
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 p1", conv_impls, (4, 2, 16, 16)),
         ("ConvNd 4-D, B=8, 16->16 ch, 8^4, k3 p1", conv_impls, (4, 8, 16, 8)),
         ("ConvNd 5-D, B=2, 8->8 ch, 6^5, k3 p1", conv_impls, (5, 2, 8, 6)),
+        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 s2 p1", conv_impls, (4, 2, 16, 16, 2)),
+        ("ConvNd 4-D, B=4, 32->32 ch, 12^4, k3 s2 p1", conv_impls, (4, 4, 32, 12, 2)),
+        ("ConvNd 5-D, B=2, 8->8 ch, 8^5, k3 s2 p1", conv_impls, (5, 2, 8, 8, 2)),
         ("ConvTransposeNd 4-D, B=2, 16 ch, 8^4->16^4", conv_transpose_impls, (4, 2, 16, 8)),
         ("ConvTransposeNd 4-D, B=8, 16 ch, 4^4->8^4", conv_transpose_impls, (4, 8, 16, 4)),
         ("ConvTransposeNd 5-D, B=2, 8 ch, 4^5->8^5", conv_transpose_impls, (5, 2, 8, 4)),
@@ -402,10 +411,10 @@ def main() -> None:
     if args.device != "cpu":
         workloads += gpu_rows
     results = []
-    for title, build, (n, batch, ch, size) in workloads:
+    for title, build, shape in workloads:
         if args.only not in title:
             continue
-        impls = build(n, batch, ch, size)
+        impls = build(*shape)
         measure(impls, args.rounds)
         results.append(Result(title, impls))
         print_result(results[-1])
