@@ -14,13 +14,16 @@
 #            in eager: ~1300 aten ops a step) with CUDA graphs in fp32 and bf16; 3-D at batch 32
 #   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
 #   infer    benchmarks/compiled_inference.py: sampling (3-D, batch 1) and sliding-window predict,
-#            eager vs compile="reduce-overhead" in bf16 (last: a rerun with STAGES=infer if cut)
+#            eager vs compile="reduce-overhead" in bf16
+#   overhead benchmarks/trainer_overhead.py: the trainer (one loss read per step) against a bare
+#            loop on the 3-D row, eager fp32 and CUDA graphs in bf16 (the last two stages: a
+#            rerun with STAGES=infer,overhead where the deadline cut them)
 # STAGES="unet,conv" bash benchmarks/gpu/session.sh runs a subset (e.g. for a rerun).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-STAGES=${STAGES:-suite,unet,conv,compile,profile,infer}
+STAGES=${STAGES:-suite,unet,conv,compile,profile,infer,overhead}
 DEADLINE=${DEADLINE:-570}
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
@@ -93,4 +96,9 @@ stage infer 150 python3 benchmarks/compiled_inference.py --device cuda --rows sa
   --modes eager,reduce-overhead --amp bf16 --rounds 5 --steps 20 --volume 160 --roi 96 \
   --sw-batch-size 4
 tail -n 16 "$OUT/infer.log" 2>/dev/null
+
+stage overhead 50 python3 benchmarks/trainer_overhead.py --device cuda --model unet3d --rounds 3
+stage overhead 100 python3 benchmarks/trainer_overhead.py --device cuda --model unet3d --rounds 2 \
+  --amp bf16 --compile-mode reduce-overhead
+grep -B1 -A4 "^loop" "$OUT/overhead.log" 2>/dev/null
 echo "total $(($(date +%s) - start))s"
