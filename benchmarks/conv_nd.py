@@ -169,30 +169,31 @@ def _ours(
     return impls
 
 
-def conv_impls(n: int, batch: int, ch: int, size: int, stride: int = 1) -> list[Impl]:
-    """ConvNd kernel 3, padding 1, ``stride`` (2: a U-Net's downsampling) on (batch, ch, size^n)
-    and its references."""
+def conv_impls(n: int, batch: int, ch: int, size: int, stride: int = 1, k: int = 3) -> list[Impl]:
+    """ConvNd kernel ``k``, padding k // 2, ``stride`` (2: a U-Net's downsampling; k 1: its skip
+    convs) on (batch, ch, size^n) and its references."""
     torch.manual_seed(0)
     m = n - 3  # leading axes folded
-    out = (size - 1) // stride + 1  # output length of every axis
-    layer = ConvNd(n, ch, ch, 3, padding=1, stride=stride)
+    p = k // 2
+    out = (size + 2 * p - k) // stride + 1  # output length of every axis
+    layer = ConvNd(n, ch, ch, k, padding=p, stride=stride)
     x = _leaf(batch, ch, *[size] * n)
     g = torch.randn(batch, ch, *[out] * n)
     wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
 
     def fb() -> torch.Tensor:
-        return per_frame_conv(x, wb, [1] * n, stride) + bb.view(1, -1, *[1] * n)
+        return per_frame_conv(x, wb, [p] * n, stride) + bb.view(1, -1, *[1] * n)
 
     impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), False)
     for cl in (False, True):
-        xa = _leaf(batch * out**m, ch * 3**m, size, size, size, channels_last=cl)
-        wa, ba = _leaf(ch, ch * 3**m, 3, 3, 3), _leaf(ch)
+        xa = _leaf(batch * out**m, ch * k**m, size, size, size, channels_last=cl)
+        wa, ba = _leaf(ch, ch * k**m, k, k, k), _leaf(ch)
         ga = torch.randn(batch * out**m, ch, out, out, out)
         if cl:
             ga = ga.contiguous(memory_format=torch.channels_last_3d)
 
         def fa(xa=xa, wa=wa, ba=ba) -> torch.Tensor:
-            return F.conv3d(xa, wa, ba, stride, 1)
+            return F.conv3d(xa, wa, ba, stride, p)
 
         name = "(a) conv3d, channels_last_3d" if cl else "(a) conv3d, default layout"
         impls.append(Impl(name, _step(fa, ga, [xa, wa, ba])))
@@ -401,6 +402,7 @@ def main() -> None:
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 p1", conv_impls, (4, 2, 16, 16)),
         ("ConvNd 4-D, B=8, 16->16 ch, 8^4, k3 p1", conv_impls, (4, 8, 16, 8)),
         ("ConvNd 5-D, B=2, 8->8 ch, 6^5, k3 p1", conv_impls, (5, 2, 8, 6)),
+        ("ConvNd 4-D, B=2, 32->32 ch, 16^4, k1 (skip conv)", conv_impls, (4, 2, 32, 16, 1, 1)),
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 s2 p1", conv_impls, (4, 2, 16, 16, 2)),
         ("ConvNd 4-D, B=4, 32->32 ch, 12^4, k3 s2 p1", conv_impls, (4, 4, 32, 12, 2)),
         ("ConvNd 5-D, B=2, 8->8 ch, 8^5, k3 s2 p1", conv_impls, (5, 2, 8, 8, 2)),

@@ -108,6 +108,43 @@ def test_conv_4d_embeds_torch_conv3d(position: int) -> None:
     torch.testing.assert_close(ours.squeeze(2 + position), ref)
 
 
+LEADING_POINTWISE = [  # kernel 1, stride 1, no padding on all but the last two axes
+    # (n, kernel, stride, padding, dilation, groups, size, contiguous input)
+    (4, (1, 1, 1, 1), (1, 1, 1, 1), (0, 0, 0, 0), (1, 1, 1, 1), 1, (3, 2, 4, 3), True),
+    (4, (1, 1, 3, 2), (1, 1, 2, 1), (0, 0, 1, 0), (1, 2, 1, 2), 2, (3, 2, 6, 5), True),
+    (5, (1, 1, 1, 2, 3), (1, 1, 1, 2, 1), (0, 0, 0, 1, 1), (3, 1, 2, 1, 1), 1, (2, 3, 2, 5, 4), False),
+    (6, (1,) * 6, (1,) * 6, (0,) * 6, (1,) * 6, 2, (2, 1, 2, 2, 3, 2), False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LEADING_POINTWISE, ids=lambda c: f"{c[0]}d-k{c[1]}")
+def test_leading_pointwise_conv_matches_scipy_without_the_fold(case, monkeypatch) -> None:
+    _, kernel, stride, padding, dilation, groups, size, contiguous = case
+    monkeypatch.setattr("ndunet.functional.conv.conv_fold", None)  # this path must not fold
+    x = torch.randn(2, 2 * groups, *size, dtype=torch.float64)
+    if not contiguous:  # a permuted input: merging its leading axes takes a copy
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    w = torch.randn(3 * groups, 2, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    x.requires_grad_()
+    ours = FN.conv_nd(x, w, b, stride, padding, dilation, groups)
+    ref = scipy_conv(x.detach(), w.detach(), b.detach(), stride, padding, dilation, groups)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    small = (x[:1, :, :2], w, b)  # gradients and second derivatives
+    fn = lambda x, w, b: FN.conv_nd(x, w, b, stride, padding, dilation, groups)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, small) and torch.autograd.gradgradcheck(fn, small)
+
+
+def test_leading_pointwise_conv_of_a_contiguous_input_matches_einsum() -> None:
+    """A 1x1 conv (a U-Net's skip conv) merges the leading axes of a contiguous input as a view
+    and returns a standard contiguous output."""
+    x, w = torch.randn(2, 16, 4, 8, 8, 8), torch.randn(8, 16, 1, 1, 1, 1)
+    y = FN.conv_nd(x, w)
+    want = torch.einsum("bclxyz,oc->bolxyz", x, w.flatten(1))
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    assert y.is_contiguous()
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 def test_conv_same_padding_matches_torch() -> None:
     x = torch.randn(1, 2, 7, 6, dtype=torch.float64)
