@@ -367,6 +367,62 @@ def test_interpolate_4d_matches_pointwise_formula(mode, align_corners) -> None:
     torch.testing.assert_close(ours, ref)
 
 
+WHOLE_REPEATS = [  # (input size, repeats) of nearest enlargements by whole factors
+    ((3, 2, 4, 3), (2, 2, 2, 2)),
+    ((2, 3, 2, 2), (3, 1, 2, 1)),
+    ((2, 2, 3, 2), (1, 1, 1, 3)),
+    ((2, 3, 2, 2, 3), (2, 3, 1, 1, 2)),
+    ((2, 1, 2, 2, 1, 2), (1, 2, 2, 1, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("case", WHOLE_REPEATS, ids=lambda c: "x".join(map(str, c[1])))
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("given", ["size", "scale_factor"])
+def test_whole_factor_nearest_repeats_voxels(case, mode, given, monkeypatch) -> None:
+    """Enlargements by whole factors repeat voxels (torch's 3-D kernel and one copy): the same
+    values and gradients as the per-axis path, which is never called for them."""
+    import ndunet.functional.interpolate as interp
+
+    size, repeats = case
+    x = torch.randn(2, 3, *size, dtype=torch.float64).movedim(1, -1).contiguous().movedim(-1, 1)
+    out = tuple(n * r for n, r in zip(size, repeats))
+    ref = interpolate_separable(x, out, (None,) * len(out), mode, False)
+    kw = {"size": out} if given == "size" else {"scale_factor": [float(r) for r in repeats]}
+    monkeypatch.setattr(interp, "interpolate_separable", None)  # must not be needed
+    xg = x.detach().requires_grad_()
+    ours = FN.interpolate_nd(xg, mode=mode, **kw)
+    assert ours.shape == ref.shape and torch.equal(ours, ref)
+    g = torch.randn_like(ours)
+    ours.backward(g)
+    # each input voxel collects the gradient of its r0 x r1 x ... block
+    blocks = g.reshape(2, 3, *(v for n, r in zip(size, repeats) for v in (n, r)))
+    want = blocks.sum(tuple(range(3, 2 + 2 * len(size), 2)))
+    torch.testing.assert_close(xg.grad, want, rtol=1e-12, atol=1e-12)
+
+
+def test_whole_factor_nearest_second_derivatives() -> None:
+    x = torch.randn(1, 2, 2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    fn = lambda x: FN.interpolate_nd(x, scale_factor=(2, 1, 3, 2), mode="nearest")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,)) and torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize(
+    "kw", [{"size": (5, 4, 4, 4)}, {"scale_factor": 2.5}, {"scale_factor": 2.0000001}]
+)
+def test_other_nearest_resizes_take_the_per_axis_path(kw, monkeypatch) -> None:
+    import ndunet.functional.interpolate as interp
+
+    calls = []
+    real = interp.interpolate_separable
+    monkeypatch.setattr(interp, "interpolate_separable", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(1, 2, 2, 2, 2, 2, dtype=torch.float64)
+    out = FN.interpolate_nd(x, mode="nearest", **kw)
+    sizes = tuple(out.shape[2:])
+    scales = (None,) * 4 if "size" in kw else (kw["scale_factor"],) * 4
+    assert calls and torch.equal(out, brute_interpolate(x, sizes, scales, "nearest", False))
+
+
 @pytest.mark.parametrize(
     "mode,np_mode", [("reflect", "reflect"), ("replicate", "edge"), ("circular", "wrap")]
 )

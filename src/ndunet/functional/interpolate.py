@@ -1,11 +1,13 @@
 """interpolate_nd: nearest, nearest-exact and N-linear resizing, torch's coordinate maps.
 
 N-linear weights are a product of per-axis linear weights, so for N >= 4 the resize runs as one
-exact 1-D pass per axis.
+exact 1-D pass per axis. Nearest enlargement by whole factors (a U-Net's x2 upsampling) repeats
+every voxel instead (torch's 3-D kernel and one copy of whole blocks; no index_add backward).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -43,7 +45,41 @@ def interpolate_nd(
         return F.interpolate(
             input, scale_factor=scales, mode=torch_mode, align_corners=align_corners
         )
+    repeats = _whole_repeats(tuple(input.shape[2:]), sizes, scales)
+    if mode in ("nearest", "nearest-exact") and repeats is not None:
+        return _repeat_nearest(input, repeats)
     return interpolate_separable(input, sizes, scales, mode, bool(align_corners))
+
+
+def _whole_repeats(
+    in_sizes: tuple[int, ...], sizes: tuple[int, ...], scales: tuple[float | None, ...]
+) -> tuple[int, ...] | None:
+    """Per axis, the whole number r with size = r x input size and scale factor r (or none
+    given), else None. For such an axis torch's nearest and nearest-exact maps send output index
+    i to input index floor(i / r): every input voxel repeated r times."""
+    repeats = []
+    for n_in, n_out, factor in zip(in_sizes, sizes, scales):
+        if n_out % n_in or (factor is not None and factor != n_out // n_in):
+            return None
+        repeats.append(n_out // n_in)
+    return tuple(repeats)
+
+
+def _repeat_nearest(x: torch.Tensor, repeats: tuple[int, ...]) -> torch.Tensor:
+    """``x`` (B, C, *L, D, H, W) with every voxel repeated ``repeats[i]`` times along axis i:
+    torch's 3-D nearest kernel on the last three axes (the leading ones folded into channels),
+    then the leading axes repeated by one expand and copy of whole (D', H', W') blocks. Autograd's
+    backward is the native kernel's and a sum over the repeats (no index_add)."""
+    b, c, *sizes = x.shape
+    m = len(sizes) - 3  # leading axes
+    lead, rest = sizes[:m], sizes[m:]
+    y = x.reshape(b, c * math.prod(lead), *rest)  # (B, C * prod(L), D, H, W)
+    if any(r != 1 for r in repeats[m:]):
+        y = F.interpolate(y, size=[n * r for n, r in zip(rest, repeats[m:])], mode="nearest")
+    out = y.shape[2:]  # (D', H', W')
+    y = y.reshape(b, c, *(v for n in lead for v in (n, 1)), *out)  # (B, C, L0, 1, L1, 1, ..., *out)
+    y = y.expand(b, c, *(v for n, r in zip(lead, repeats[:m]) for v in (n, r)), *out)
+    return y.reshape(b, c, *(n * r for n, r in zip(lead, repeats[:m])), *out)  # (B, C, *rL, *out)
 
 
 def interpolate_separable(
