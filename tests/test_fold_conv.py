@@ -138,12 +138,15 @@ def test_strided_classes_convolve_only_the_frames_read(monkeypatch) -> None:
 
 def test_output_layouts_and_auto(monkeypatch) -> None:
     """ "blocks" returns channels-last on the CPU (its conv layout there), standard contiguous
-    for NCDHW frames; "auto" takes it on the CPU from BLOCKS_FROM elements of buffer."""
+    for NCDHW frames (conv_nd hands a standard input's caller a standard output either way);
+    "auto" takes it on the CPU from BLOCKS_FROM elements of buffer."""
     x, w = torch.randn(2, 4, 5, 4, 3, 3), torch.randn(4, 4, 3, 3, 3, 3)
+    geometry = ((1,) * 4, (1,) * 4, (1,) * 4, 1)
     with fold.forced_strategy("blocks"):
-        assert FN.conv_nd(x, w, None, 1, 1).movedim(1, -1).is_contiguous()
-    with fold.forced_strategy("blocks", "frames"):
+        assert fold.conv_fold(x, w, *geometry).movedim(1, -1).is_contiguous()
         assert FN.conv_nd(x, w, None, 1, 1).is_contiguous()
+    with fold.forced_strategy("blocks", "frames"):
+        assert fold.conv_fold(x, w, *geometry).is_contiguous()
     calls = []
     real = fold.conv_blocks
     monkeypatch.setattr(fold, "conv_blocks", lambda *a: calls.append(1) or real(*a))
@@ -153,3 +156,46 @@ def test_output_layouts_and_auto(monkeypatch) -> None:
     monkeypatch.setattr(fold, "BLOCKS_FROM", 3 * x.numel() + 1)
     FN.conv_nd(x, w, None, 1, 1)
     assert calls == [1]
+
+
+def _layout(t: torch.Tensor) -> str:
+    if t.is_contiguous():
+        return "standard"
+    return "channels-last" if t.movedim(1, -1).is_contiguous() else f"strides {t.stride()}"
+
+
+@pytest.mark.parametrize("strategy", fold.STRATEGIES)
+@pytest.mark.parametrize("op", ["conv", "conv_transpose"])
+def test_a_standard_input_gets_a_standard_output_and_gradient(strategy, op) -> None:
+    """At N >= 4 the fold works channels-last; a standard input's output and gradient come back
+    standard (torch's GroupNorm and SiLU backward are slow on the other layout), the same values
+    as the fold's own."""
+    if op == "conv":
+        w = torch.randn(4, 3, 3, 3, 2, 3, 3, dtype=torch.float64)
+        call = lambda x: FN.conv_nd(x, w, None, (2, 1, 1, 1, 1), 1)  # noqa: E731
+        raw = lambda x: fold.conv_fold(x, w, (2, 1, 1, 1, 1), (1,) * 5, (1,) * 5, 1)  # noqa: E731
+    else:
+        w = torch.randn(3, 4, 2, 2, 2, 2, 2, dtype=torch.float64)
+        call = lambda x: FN.conv_transpose_nd(x, w, None, 2)  # noqa: E731
+        raw = lambda x: fold.conv_transpose_fold(x, w, (2,) * 5, (0,) * 5, (0,) * 5, (1,) * 5, 1)  # noqa: E731
+    x0 = torch.randn(2, 3, 4, 3, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+    x = x0 * 1  # a non-leaf: its gradient is what the layer hands back, not AccumulateGrad's
+    seen = {}
+    x.register_hook(lambda g: seen.update(grad=g))
+    with fold.forced_strategy(strategy):
+        y = call(x)
+        want = raw(x0.detach())
+        g = torch.randn_like(y)
+        y.backward(g)
+    assert _layout(y) == "standard" and _layout(seen["grad"]) == "standard"
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
+    xr = x0.detach().requires_grad_()
+    with fold.forced_strategy(strategy):
+        raw(xr).backward(g)
+    torch.testing.assert_close(seen["grad"], xr.grad, rtol=0, atol=0)
+
+
+def test_a_channels_last_input_keeps_the_folds_layout() -> None:
+    x = torch.randn(2, 3, 4, 3, 3, 4, 3).movedim(1, -1).contiguous().movedim(-1, 1)
+    y = FN.conv_nd(x, torch.randn(4, 3, 3, 3, 3, 3, 3), None, 1, 1)
+    assert _layout(y) == "channels-last"  # no copy to the standard layout it did not come in

@@ -49,7 +49,29 @@ def conv_nd(
         return _CONV[n](input, weight, bias, stride_t, padding_t, dilation_t, groups)
     if all(k == 1 and s == 1 and p == 0 for k, s, p in zip(kernel, stride_t, padding_t[:-2])):
         return _leading_pointwise(input, weight, bias, stride_t, padding_t, dilation_t, groups)
+    if input.is_contiguous():  # keep the standard layout on both sides (see _GradStandard)
+        x = _GradStandard.apply(input)
+        return conv_fold(x, weight, stride_t, padding_t, dilation_t, groups, bias).contiguous()
     return conv_fold(input, weight, stride_t, padding_t, dilation_t, groups, bias)
+
+
+class _GradStandard(torch.autograd.Function):
+    """Identity whose backward hands the gradient back in the standard layout.
+
+    The fold convolves channels-last frames, so its output and its input's gradient come out
+    channels-last, a layout torch has no memory format for at N >= 4: GroupNorm copies such an
+    input to the standard layout, and the backward of SiLU or an add, given a channels-last
+    gradient for a standard saved input, runs several times slower (6x for SiLU on a 4-D
+    16-channel 12^4 volume, CPU). So an N >= 4 conv of a standard input returns a standard output
+    and a standard input gradient (a copy each), as torch's convs keep their input's layout."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad.contiguous()
 
 
 def _leading_pointwise(
@@ -99,6 +121,7 @@ def conv_transpose_nd(
         return _CONV_T[n](
             input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
         )
-    return conv_transpose_fold(
-        input, weight, stride_t, padding_t, output_padding_t, dilation_t, groups, bias
-    )
+    geometry = (stride_t, padding_t, output_padding_t, dilation_t, groups, bias)
+    if input.is_contiguous():  # the standard layout on both sides, as for conv_nd
+        return conv_transpose_fold(_GradStandard.apply(input), weight, *geometry).contiguous()
+    return conv_transpose_fold(input, weight, *geometry)
