@@ -137,16 +137,20 @@ def test_strided_classes_convolve_only_the_frames_read(monkeypatch) -> None:
 
 
 def test_output_layouts_and_auto(monkeypatch) -> None:
-    """ "blocks" returns channels-last on the CPU (its conv layout there), standard contiguous
-    for NCDHW frames (conv_nd hands a standard input's caller a standard output either way);
-    "auto" takes it on the CPU from BLOCKS_FROM elements of buffer."""
+    """ "blocks" convolves in the layout its input arrives in: NCDHW frames for a standard
+    input (its output standard contiguous), channels-last for a channels-innermost one, or the
+    forced layout; "auto" takes it on the CPU from BLOCKS_FROM elements of buffer."""
     x, w = torch.randn(2, 4, 5, 4, 3, 3), torch.randn(4, 4, 3, 3, 3, 3)
+    xcl = x.movedim(1, -1).contiguous().movedim(-1, 1)
     geometry = ((1,) * 4, (1,) * 4, (1,) * 4, 1)
     with fold.forced_strategy("blocks"):
-        assert fold.conv_fold(x, w, *geometry).movedim(1, -1).is_contiguous()
-        assert FN.conv_nd(x, w, None, 1, 1).is_contiguous()
-    with fold.forced_strategy("blocks", "frames"):
         assert fold.conv_fold(x, w, *geometry).is_contiguous()
+        assert fold.conv_fold(xcl, w, *geometry).movedim(1, -1).is_contiguous()
+    with fold.forced_strategy("blocks", "channels_last"):
+        assert fold.conv_fold(x, w, *geometry).movedim(1, -1).is_contiguous()
+        assert FN.conv_nd(x, w, None, 1, 1).is_contiguous()  # conv_nd: standard in, out
+    with fold.forced_strategy("blocks", "frames"):
+        assert fold.conv_fold(xcl, w, *geometry).is_contiguous()
     calls = []
     real = fold.conv_blocks
     monkeypatch.setattr(fold, "conv_blocks", lambda *a: calls.append(1) or real(*a))
