@@ -124,3 +124,30 @@ def test_nccl_ddp_on_two_gpus_matches_one_cpu_process(tmp_path):
     assert a.trainer_state()["world_size"] == 2 and a.trainer_state()["step"] == single.step
     for k, v in b.model_state.items():
         torch.testing.assert_close(a.model_state[k], v, rtol=1e-3, atol=1e-4)
+
+
+def test_the_process_group_ndunet_creates_is_destroyed_at_exit(monkeypatch):
+    """init_distributed registers the group's teardown with atexit when it creates the group
+    (gloo's threads otherwise race the interpreter's exit: an abort), and only then."""
+    from ndunet.training import distributed as D
+
+    state = {"initialized": False, "destroyed": 0}
+    registered = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: state["initialized"])
+    monkeypatch.setattr(
+        D.dist, "init_process_group", lambda backend: state.update(initialized=True)
+    )
+    monkeypatch.setattr(D.dist, "destroy_process_group", lambda: state.update(destroyed=state["destroyed"] + 1, initialized=False))  # fmt: skip
+    monkeypatch.setattr(D.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(D.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(D.atexit, "register", registered.append)
+    assert D.init_distributed("cpu") == D.DistInfo(1, 1, 2)
+    assert registered == [D.destroy_at_exit]
+    D.init_distributed("cpu")  # the group exists now: nothing registered twice
+    assert len(registered) == 1
+    registered[0]()
+    assert state == {"initialized": False, "destroyed": 1}
+    registered[0]()  # already gone (the user destroyed it): nothing to do
+    assert state["destroyed"] == 1

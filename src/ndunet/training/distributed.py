@@ -5,6 +5,7 @@ trainer code runs single-process."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,18 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+        atexit.register(destroy_at_exit)  # the group is ndunet's: it tears it down
     return DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+
+
+def destroy_at_exit() -> None:
+    """Destroy the process group before the interpreter exits (registered with atexit by
+    :func:`init_distributed` when it created the group). Left to the interpreter's teardown,
+    gloo's worker threads can be destroyed while still joinable, which aborts the process
+    ("terminate called without an active exception", seen under torchrun on a loaded CPU), and
+    torch asks NCCL users for it so that pending work finishes."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
