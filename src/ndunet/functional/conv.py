@@ -4,6 +4,9 @@ all but the last two axes (a U-Net's 1x1 skip convs) one conv3d on a view."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -49,10 +52,15 @@ def conv_nd(
         return _CONV[n](input, weight, bias, stride_t, padding_t, dilation_t, groups)
     if all(k == 1 and s == 1 and p == 0 for k, s, p in zip(kernel, stride_t, padding_t[:-2])):
         return _leading_pointwise(input, weight, bias, stride_t, padding_t, dilation_t, groups)
-    if input.is_contiguous():  # keep the standard layout on both sides (see _GradStandard)
-        x = _GradStandard.apply(input)
-        return conv_fold(x, weight, stride_t, padding_t, dilation_t, groups, bias).contiguous()
-    return conv_fold(input, weight, stride_t, padding_t, dilation_t, groups, bias)
+    return _standard(conv_fold, input, weight, stride_t, padding_t, dilation_t, groups, bias)
+
+
+def _standard(fold: Callable[..., torch.Tensor], x: torch.Tensor, *args: Any) -> torch.Tensor:
+    """``fold(x, *args)``; for a standard (contiguous) x with a standard output and input
+    gradient (see :class:`_GradStandard`), else in the fold's own layout."""
+    if not x.is_contiguous():
+        return fold(x, *args)
+    return fold(_GradStandard.apply(x), *args).contiguous()
 
 
 class _GradStandard(torch.autograd.Function):
@@ -121,7 +129,7 @@ def conv_transpose_nd(
         return _CONV_T[n](
             input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
         )
-    geometry = (stride_t, padding_t, output_padding_t, dilation_t, groups, bias)
-    if input.is_contiguous():  # the standard layout on both sides, as for conv_nd
-        return conv_transpose_fold(_GradStandard.apply(input), weight, *geometry).contiguous()
-    return conv_transpose_fold(input, weight, *geometry)
+    return _standard(
+        conv_transpose_fold, input, weight, stride_t, padding_t, output_padding_t, dilation_t,
+        groups, bias,
+    )  # fmt: skip

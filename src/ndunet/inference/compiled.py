@@ -87,7 +87,7 @@ class _Static:
         n = x.shape[0]
         pad = self.batch_size - n if self.batch_size is not None and x.dim() > 0 else 0
         if pad > 0:
-            x, args, kwargs = _pad(x, n, pad), _pad_all(args, n, pad), _pad_all(kwargs, n, pad)
+            x, args, kwargs = _pad(x, pad), _pad_all(args, n, pad), _pad_all(kwargs, n, pad)
         if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
         out = self.compiled(x, *args, **kwargs)
@@ -96,8 +96,8 @@ class _Static:
         return out.clone() if self.graphs else out
 
 
-def _pad(t: Tensor, n: int, pad: int) -> Tensor:
-    """``t`` (n, ...) with its last sample repeated ``pad`` times."""
+def _pad(t: Tensor, pad: int) -> Tensor:
+    """``t`` with its last sample repeated ``pad`` times."""
     return torch.cat([t, t[-1:].expand(pad, *t.shape[1:])])
 
 
@@ -105,7 +105,7 @@ def _pad_all(values: Any, n: int, pad: int) -> Any:
     """The tensors among ``values`` (a tuple or dict) whose leading size is ``n``, padded."""
 
     def one(v: Any) -> Any:
-        return _pad(v, n, pad) if isinstance(v, Tensor) and v.dim() > 0 and len(v) == n else v
+        return _pad(v, pad) if isinstance(v, Tensor) and v.dim() > 0 and len(v) == n else v
 
     if isinstance(values, dict):
         return {k: one(v) for k, v in values.items()}
