@@ -7,7 +7,9 @@ Rows, for each workload, all in one run on CPU:
   with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.;
   ``outputs frames``: with conv3d on NCDHW frames instead of channels-last, fold.layout;
   see ndunet/functional/fold.py; ``inputs``, ``chunks`` and ``blocks`` have no transposed form),
-  the A/B that decides "auto". ConvNd's ``blocks`` (fold_blocks.py) runs over blocks of at most
+  the A/B that decides "auto". Where the layer's frames never meet (1x1 convs, anisotropic
+  kernel-2 stride-2 transposed convs: ndunet/functional/merged.py), ``ours`` is one native conv
+  on a view and ``ours, fold (auto)`` the fold it replaces. ConvNd's ``blocks`` (fold_blocks.py) runs over blocks of at most
   ``--conv-block`` elements, its layout chosen per call unless a row forces it (``blocks
   frames``, ``blocks channels_last``). ConvTransposeNd's kernel 2 / stride 2 "outputs" is
   fold_tiled.py, run over blocks of frames (``--tiled-block`` elements; 0: only the ratio bounds
@@ -54,7 +56,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ndunet.functional import fold, fold_blocks, fold_tiled
+from ndunet.functional import conv as conv_module
+from ndunet.functional import fold, fold_blocks, fold_tiled, merged
 from ndunet.layers import ConvNd, ConvTransposeNd
 from ndunet.planning import peak_bytes as _peak_bytes
 
@@ -64,13 +67,14 @@ from ndunet.planning import peak_bytes as _peak_bytes
 
 
 def per_frame_conv(
-    x: torch.Tensor, w: torch.Tensor, padding: Sequence[int], stride: int = 1
+    x: torch.Tensor, w: torch.Tensor, padding: Sequence[int], stride: int | Sequence[int] = 1
 ) -> torch.Tensor:
-    """N-D cross-correlation (one stride for every axis): one (N-1)-D conv per (output frame,
-    tap) of axis 0."""
+    """N-D cross-correlation (``stride``: one for every axis, or per axis): one (N-1)-D conv per
+    (output frame, tap) of axis 0."""
+    strides = [stride] * (x.dim() - 2) if isinstance(stride, int) else list(stride)
     if x.dim() == 5:
-        return F.conv3d(x, w, None, stride, tuple(padding))
-    p0, k0, length = padding[0], w.shape[2], x.shape[2]
+        return F.conv3d(x, w, None, tuple(strides), tuple(padding))
+    stride, p0, k0, length = strides[0], padding[0], w.shape[2], x.shape[2]
     xs, ws = (
         x.unbind(2),
         w.unbind(2),
@@ -81,22 +85,26 @@ def per_frame_conv(
         for k in range(k0):
             i = t * stride + k - p0  # input frame under tap k
             if 0 <= i < length:
-                r = per_frame_conv(xs[i], ws[k], padding[1:], stride)  # (B, O, *rest')
+                r = per_frame_conv(xs[i], ws[k], padding[1:], strides[1:])  # (B, O, *rest')
                 acc = r if acc is None else acc + r
         frames.append(acc)
     return torch.stack(frames, 2)  # (B, O, L0', *rest')
 
 
-def per_frame_conv_transpose(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
-    """N-D transposed conv (stride <= kernel, no padding): one (N-1)-D call per (frame, tap)."""
+def per_frame_conv_transpose(
+    x: torch.Tensor, w: torch.Tensor, stride: int | Sequence[int]
+) -> torch.Tensor:
+    """N-D transposed conv (stride <= kernel, no padding; ``stride`` one for every axis or per
+    axis): one (N-1)-D call per (frame, tap)."""
+    strides = [stride] * (x.dim() - 2) if isinstance(stride, int) else list(stride)
     if x.dim() == 5:
-        return F.conv_transpose3d(x, w, None, stride)
-    k0, length = w.shape[2], x.shape[2]
+        return F.conv_transpose3d(x, w, None, tuple(strides))
+    stride, k0, length = strides[0], w.shape[2], x.shape[2]
     xs, ws = x.unbind(2), [t.contiguous() for t in w.unbind(2)]
     frames: list[torch.Tensor | None] = [None] * ((length - 1) * stride + k0)
     for i in range(length):
         for k in range(k0):
-            r = per_frame_conv_transpose(xs[i], ws[k], stride)  # (B, O, *rest')
+            r = per_frame_conv_transpose(xs[i], ws[k], strides[1:])  # (B, O, *rest')
             t = i * stride + k  # output frame this tap lands on
             frames[t] = r if frames[t] is None else frames[t] + r
     return torch.stack(frames, 2)  # (B, O, L0', *rest')
@@ -149,6 +157,19 @@ def _ours(
     """The layer with "auto", and with each fold strategy forced (each checked against ref)."""
     _check_same(out_fn(), ref)
     impls = [Impl("ours", _step(out_fn, grad, leaves))]
+    if _merges(out_fn):  # the fold as well, for the merged path's A/B
+        step = _step(out_fn, grad, leaves)
+
+        def folded(step=step) -> None:
+            merged.enabled = False
+            try:
+                step()
+            finally:
+                merged.enabled = True
+
+        folded.leaves = leaves  # type: ignore[attr-defined]
+        impls.append(Impl("ours, fold (auto)", folded))
+        return impls  # the fold's forced strategies would all take the merged path too
     # every strategy in the default layout; "outputs" also with NCDHW frames (fold.layout)
     variants = [(name, None) for name in fold.STRATEGIES[1:]] + [("outputs", "frames")]
     # "blocks" picks its layout per call (channels-last on CPU): both forced, for cuDNN's A/B
@@ -169,26 +190,56 @@ def _ours(
     return impls
 
 
-def conv_impls(n: int, batch: int, ch: int, size: int, stride: int = 1, k: int = 3) -> list[Impl]:
+def _merges(out_fn: Callable[[], torch.Tensor]) -> bool:
+    """Whether the layer behind ``out_fn`` takes the merged-axes path (functional/merged.py)."""
+    real = conv_module.merged_conv, conv_module.merged_conv_transpose
+    hits: list[bool] = []
+
+    def spy(fn: Callable) -> Callable:
+        def wrapped(*args: object) -> object:
+            y = fn(*args)
+            hits.append(y is not None)
+            return y
+
+        return wrapped
+
+    conv_module.merged_conv, conv_module.merged_conv_transpose = (spy(f) for f in real)
+    try:
+        with torch.no_grad():
+            out_fn()
+    finally:
+        conv_module.merged_conv, conv_module.merged_conv_transpose = real
+    return any(hits)
+
+
+def conv_impls(
+    n: int, batch: int, ch: int, size: int, stride: int = 1, k: int = 3, lead_k: int | None = None
+) -> list[Impl]:
     """ConvNd kernel ``k``, padding k // 2, ``stride`` (2: a U-Net's downsampling; k 1: its skip
-    convs) on (batch, ch, size^n) and its references."""
+    convs) on (batch, ch, size^n) and its references. ``lead_k=1``: kernel 1 and stride 1 along
+    the leading N - 3 axes (an anisotropic plan's (1, 3, 3, 3) over a coarse time axis)."""
     torch.manual_seed(0)
     m = n - 3  # leading axes folded
     p = k // 2
-    out = (size + 2 * p - k) // stride + 1  # output length of every axis
-    layer = ConvNd(n, ch, ch, k, padding=p, stride=stride)
+    kl = k if lead_k is None else lead_k
+    sl = stride if lead_k is None else 1
+    out = (size + 2 * p - k) // stride + 1  # output length of every inner axis
+    out_l = (size + 2 * (kl // 2) - kl) // sl + 1  # and of every leading axis
+    kernel, strides = (kl,) * m + (k,) * 3, (sl,) * m + (stride,) * 3
+    pads = (kl // 2,) * m + (p,) * 3
+    layer = ConvNd(n, ch, ch, kernel, padding=pads, stride=strides)
     x = _leaf(batch, ch, *[size] * n)
-    g = torch.randn(batch, ch, *[out] * n)
+    g = torch.randn(batch, ch, *[out_l] * m, *[out] * 3)
     wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
 
     def fb() -> torch.Tensor:
-        return per_frame_conv(x, wb, [p] * n, stride) + bb.view(1, -1, *[1] * n)
+        return per_frame_conv(x, wb, pads, strides) + bb.view(1, -1, *[1] * n)
 
     impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), False)
     for cl in (False, True):
-        xa = _leaf(batch * out**m, ch * k**m, size, size, size, channels_last=cl)
-        wa, ba = _leaf(ch, ch * k**m, k, k, k), _leaf(ch)
-        ga = torch.randn(batch * out**m, ch, out, out, out)
+        xa = _leaf(batch * out_l**m, ch * kl**m, size, size, size, channels_last=cl)
+        wa, ba = _leaf(ch, ch * kl**m, k, k, k), _leaf(ch)
+        ga = torch.randn(batch * out_l**m, ch, out, out, out)
         if cl:
             ga = ga.contiguous(memory_format=torch.channels_last_3d)
 
@@ -201,23 +252,28 @@ def conv_impls(n: int, batch: int, ch: int, size: int, stride: int = 1, k: int =
     return impls
 
 
-def conv_transpose_impls(n: int, batch: int, ch: int, size: int) -> list[Impl]:
-    """ConvTransposeNd kernel 2, stride 2 (a U-Net's upsampling) from size^n to (2 size)^n."""
+def conv_transpose_impls(
+    n: int, batch: int, ch: int, size: int, lead_k: int | None = None
+) -> list[Impl]:
+    """ConvTransposeNd kernel 2, stride 2 (a U-Net's upsampling) from size^n to (2 size)^n;
+    ``lead_k=1``: kernel 1, stride 1 along the leading N - 3 axes (an anisotropic plan)."""
     torch.manual_seed(0)
     m = n - 3
-    layer = ConvTransposeNd(n, ch, ch, 2, stride=2)
+    kl = 2 if lead_k is None else lead_k
+    out_l = size * kl
+    layer = ConvTransposeNd(n, ch, ch, (kl,) * m + (2,) * 3, stride=(kl,) * m + (2,) * 3)
     x = _leaf(batch, ch, *[size] * n)
-    g = torch.randn(batch, ch, *[2 * size] * n)
+    g = torch.randn(batch, ch, *[out_l] * m, *[2 * size] * 3)
     wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
 
     def fb() -> torch.Tensor:
-        return per_frame_conv_transpose(x, wb, 2) + bb.view(1, -1, *[1] * n)
+        return per_frame_conv_transpose(x, wb, [kl] * m + [2] * 3) + bb.view(1, -1, *[1] * n)
 
     impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), True)
     for cl in (False, True):
         xa = _leaf(batch * size**m, ch, size, size, size, channels_last=cl)
-        wa, ba = _leaf(ch, ch * 2**m, 2, 2, 2), _leaf(ch * 2**m)
-        ga = torch.randn(batch * size**m, ch * 2**m, *[2 * size] * 3)
+        wa, ba = _leaf(ch, ch * kl**m, 2, 2, 2), _leaf(ch * kl**m)
+        ga = torch.randn(batch * size**m, ch * kl**m, *[2 * size] * 3)
         if cl:
             ga = ga.contiguous(memory_format=torch.channels_last_3d)
 
@@ -409,7 +465,14 @@ def main() -> None:
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 s2 p1", conv_impls, (4, 2, 16, 16, 2)),
         ("ConvNd 4-D, B=4, 32->32 ch, 12^4, k3 s2 p1", conv_impls, (4, 4, 32, 12, 2)),
         ("ConvNd 5-D, B=2, 8->8 ch, 8^5, k3 s2 p1", conv_impls, (5, 2, 8, 8, 2)),
-    ]
+        # anisotropic plans: kernel 1 along a coarse leading axis (the transposed conv merges
+        # its frames, functional/merged.py; the fold computes the others)
+        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k(1,3,3,3)", conv_impls, (4, 2, 16, 16, 1, 3, 1)),
+        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k(1,3,3,3) s(1,2,2,2)", conv_impls,
+         (4, 2, 16, 16, 2, 3, 1)),
+        ("ConvTransposeNd 4-D, B=2, 16 ch, 8^4, k(1,2,2,2) s(1,2,2,2)", conv_transpose_impls,
+         (4, 2, 16, 8, 1)),
+    ]  # fmt: skip
     if args.device != "cpu":
         workloads = gpu_rows + workloads
     results = []

@@ -108,17 +108,21 @@ def test_conv_4d_embeds_torch_conv3d(position: int) -> None:
     torch.testing.assert_close(ours.squeeze(2 + position), ref)
 
 
-LEADING_POINTWISE = [  # kernel 1, stride 1, no padding on all but the last two axes
+MERGED = [  # pointwise leading axes, no depth tap reaching into the next frame (merged.py)
     # (n, kernel, stride, padding, dilation, groups, size, contiguous input)
     (4, (1, 1, 1, 1), (1, 1, 1, 1), (0, 0, 0, 0), (1, 1, 1, 1), 1, (3, 2, 4, 3), True),
     (4, (1, 1, 3, 2), (1, 1, 2, 1), (0, 0, 1, 0), (1, 2, 1, 2), 2, (3, 2, 6, 5), True),
     (5, (1, 1, 1, 2, 3), (1, 1, 1, 2, 1), (0, 0, 0, 1, 1), (3, 1, 2, 1, 1), 1, (2, 3, 2, 5, 4), False),
     (6, (1,) * 6, (1,) * 6, (0,) * 6, (1,) * 6, 2, (2, 1, 2, 2, 3, 2), False),
+    # depth kernel within the depth stride: (1, 2, 2, 2) stride 2 downsampling, a dilated pair
+    (4, (1, 2, 2, 2), (1, 2, 2, 2), (0, 0, 1, 0), (1, 1, 1, 1), 1, (3, 4, 4, 5), True),
+    (4, (1, 2, 3, 1), (1, 3, 1, 2), (0, 0, 1, 0), (2, 2, 1, 1), 2, (2, 6, 3, 4), True),
+    (5, (1, 1, 1, 3, 2), (1, 1, 2, 1, 2), (0, 0, 0, 0, 1), (1, 1, 1, 1, 1), 1, (2, 2, 4, 3, 3), False),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", LEADING_POINTWISE, ids=lambda c: f"{c[0]}d-k{c[1]}")
-def test_leading_pointwise_conv_matches_scipy_without_the_fold(case, monkeypatch) -> None:
+@pytest.mark.parametrize("case", MERGED, ids=lambda c: f"{c[0]}d-k{c[1]}-s{c[2]}")
+def test_merged_conv_matches_scipy_without_the_fold(case, monkeypatch) -> None:
     _, kernel, stride, padding, dilation, groups, size, contiguous = case
     monkeypatch.setattr("ndunet.functional.conv.conv_fold", None)  # this path must not fold
     x = torch.randn(2, 2 * groups, *size, dtype=torch.float64)
@@ -135,14 +139,89 @@ def test_leading_pointwise_conv_matches_scipy_without_the_fold(case, monkeypatch
     assert torch.autograd.gradcheck(fn, small) and torch.autograd.gradgradcheck(fn, small)
 
 
-def test_leading_pointwise_conv_of_a_contiguous_input_matches_einsum() -> None:
-    """A 1x1 conv (a U-Net's skip conv) merges the leading axes of a contiguous input as a view
-    and returns a standard contiguous output."""
+MERGED_T = [  # transposed: pointwise leading axes, depth taps tiling the output
+    # (kernel, stride, padding, output_padding, dilation, groups, size)
+    ((1, 2, 2, 2), (1, 2, 2, 2), (0,) * 4, (0,) * 4, (1,) * 4, 1, (3, 2, 3, 2)),
+    ((1, 1, 3, 2), (1, 1, 2, 1), (0, 0, 1, 0), (0, 0, 1, 0), (1, 1, 1, 2), 2, (2, 3, 3, 2)),
+    ((1, 2, 2, 1), (1, 3, 1, 2), (0, 0, 0, 0), (0, 1, 0, 1), (1, 1, 2, 1), 1, (2, 2, 3, 3)),
+    ((1, 1, 2, 2, 2), (1, 1, 2, 2, 2), (0,) * 5, (0,) * 5, (1,) * 5, 2, (2, 2, 2, 3, 2)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MERGED_T, ids=lambda c: f"k{c[0]}-s{c[1]}")
+def test_merged_conv_transpose_matches_scatter_without_the_fold(case, monkeypatch) -> None:
+    from test_fold_strategies import scatter_conv_transpose
+
+    kernel, stride, padding, output_padding, dilation, groups, size = case
+    monkeypatch.setattr("ndunet.functional.conv.conv_transpose_fold", None)  # must not fold
+    x = torch.randn(2, 2 * groups, *size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2 * groups, 3, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    args = (stride, padding, output_padding, groups, dilation)
+    ours = FN.conv_transpose_nd(x, w, b, *args)
+    ref = scatter_conv_transpose(x.detach(), w.detach(), stride, padding, output_padding,
+                                 dilation, groups) + b.detach().view(1, -1, *[1] * len(size))  # fmt: skip
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    assert ours.is_contiguous()
+    small = (x[:1, :, :2], w, b)
+    fn = lambda x, w, b: FN.conv_transpose_nd(x, w, b, *args)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, small) and torch.autograd.gradgradcheck(fn, small)
+
+
+def test_merged_paths_are_views_of_one_native_conv(monkeypatch) -> None:
+    """A contiguous input: one conv3d (conv_transpose3d) call and the output is its result,
+    a standard contiguous tensor; a 1x1 conv is the einsum over channels."""
+    from types import SimpleNamespace
+
+    import ndunet.functional.merged as merged
+
+    seen = []
+
+    def spy(real):
+        return lambda *args: seen.append(real(*args)) or seen[-1]
+
+    monkeypatch.setattr(merged, "conv3d", spy(merged.conv3d))
+    monkeypatch.setattr(merged, "F", SimpleNamespace(conv_transpose3d=spy(F.conv_transpose3d)))
     x, w = torch.randn(2, 16, 4, 8, 8, 8), torch.randn(8, 16, 1, 1, 1, 1)
     y = FN.conv_nd(x, w)
-    want = torch.einsum("bclxyz,oc->bolxyz", x, w.flatten(1))
-    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
-    assert y.is_contiguous()
+    torch.testing.assert_close(y, torch.einsum("bclxyz,oc->bolxyz", x, w.flatten(1)))
+    yt = FN.conv_transpose_nd(x, torch.randn(16, 4, 1, 2, 2, 2), None, (1, 2, 2, 2))
+    assert len(seen) == 2 and y.is_contiguous() and yt.is_contiguous()
+    for out, conv in zip((y, yt), seen):
+        assert out.untyped_storage().data_ptr() == conv.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_merged_paths_refuse_frames_that_meet(transposed) -> None:
+    """Kernels that reach across frames (or a leading axis that is not pointwise) are left to
+    the fold, and the merged path switched off gives the fold's numbers."""
+    import ndunet.functional.merged as merged
+
+    x = torch.randn(1, 2, 3, 4, 4, 4, dtype=torch.float64)
+    ones = (1,) * 4
+    if transposed:
+        fn = merged.merged_conv_transpose
+        w = torch.randn(2, 2, 1, 3, 2, 2, dtype=torch.float64)
+        assert fn(x, w, None, (1, 2, 2, 2), (0,) * 4, (0,) * 4, 1, ones) is None  # k3 > s2
+        assert fn(x, w, None, (1, 3, 2, 2), (0, 1, 0, 0), (0,) * 4, 1, ones) is None  # padded
+        w1 = torch.randn(2, 2, 1, 1, 2, 2, dtype=torch.float64)
+        assert fn(x, w1, None, (1, 2, 1, 1), (0,) * 4, (0,) * 4, 1, ones) is None  # gaps: k1 < s2
+        w2 = torch.randn(2, 2, 2, 2, 2, 2, dtype=torch.float64)
+        assert fn(x, w2, None, (2,) * 4, (0,) * 4, (0,) * 4, 1, ones) is None  # leading k2
+    else:
+        fn = merged.merged_conv
+        w = torch.randn(2, 2, 1, 3, 3, 3, dtype=torch.float64)
+        assert fn(x, w, None, ones, (0, 1, 1, 1), ones, 1) is None  # reaches across frames
+        assert fn(x, w, None, (1, 3, 1, 1), (0, 0, 1, 1), ones, 1) is None  # 4 % 3 rows left
+        w2 = torch.randn(2, 2, 1, 2, 2, 2, dtype=torch.float64)
+        assert fn(x, w2, None, (1, 2, 2, 2), (0,) * 4, (1, 2, 1, 1), 1) is None  # dilated 2 >= 2
+        assert fn(x, w2, None, (2, 2, 2, 2), (0,) * 4, ones, 1) is None  # leading stride
+    w_ok = torch.randn(2, 2, 1, 1, 1, 1, dtype=torch.float64)
+    want = FN.conv_nd(x, w_ok)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(merged, "enabled", False)
+        assert merged.merged_conv(x, w_ok, None, ones, (0,) * 4, ones, 1) is None
+        torch.testing.assert_close(FN.conv_nd(x, w_ok), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")

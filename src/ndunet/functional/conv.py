@@ -1,6 +1,7 @@
 """conv_nd and conv_transpose_nd: torch's native op for N <= 3 (conv3d routed around a oneDNN
-bug, onednn.py), the exact fold for N >= 4, and for N >= 4 convolutions that are pointwise along
-all but the last two axes (a U-Net's 1x1 skip convs) one conv3d on a view."""
+bug, onednn.py); for N >= 4, one native 3-D conv on a view where no frame of the leading axes meets
+another (merged.py: 1x1 convs, anisotropic kernel-2 stride-2 resampling), else the exact fold
+(fold.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ndunet.functional.checks import (
     resolve_padding,
 )
 from ndunet.functional.fold import conv_fold, conv_transpose_fold
+from ndunet.functional.merged import merged_conv, merged_conv_transpose
 from ndunet.functional.onednn import conv3d
 from ndunet.functional.pad import pad_nd
 
@@ -50,8 +52,9 @@ def conv_nd(
     padding_t = tuple(p for p, _ in pads)
     if n <= 3:
         return _CONV[n](input, weight, bias, stride_t, padding_t, dilation_t, groups)
-    if all(k == 1 and s == 1 and p == 0 for k, s, p in zip(kernel, stride_t, padding_t[:-2])):
-        return _leading_pointwise(input, weight, bias, stride_t, padding_t, dilation_t, groups)
+    merged = merged_conv(input, weight, bias, stride_t, padding_t, dilation_t, groups)
+    if merged is not None:
+        return merged
     return _standard(conv_fold, input, weight, stride_t, padding_t, dilation_t, groups, bias)
 
 
@@ -82,26 +85,6 @@ class _GradStandard(torch.autograd.Function):
         return grad.contiguous()
 
 
-def _leading_pointwise(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-) -> torch.Tensor:
-    """A conv whose kernel is 1 (stride 1, no padding) on every axis but the last two: those axes
-    never mix, so they merge into one (a view of a contiguous input) and one conv3d with kernel
-    (1, kH, kW) computes it exactly, with no fold and nothing but its input kept for backward."""
-    n = x.dim() - 2
-    y = conv3d(
-        x.flatten(2, n - 1), w.flatten(2, n - 1), bias,  # (B, C, prod(L), H, W), (O, C/g, 1, kH, kW)
-        (1, *stride[-2:]), (0, *padding[-2:]), (1, *dilation[-2:]), groups,
-    )  # fmt: skip
-    return y.unflatten(2, x.shape[2:n])  # (B, O, *L, H', W')
-
-
 def conv_transpose_nd(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -129,6 +112,11 @@ def conv_transpose_nd(
         return _CONV_T[n](
             input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
         )
+    merged = merged_conv_transpose(
+        input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
+    )
+    if merged is not None:
+        return merged
     return _standard(
         conv_transpose_fold, input, weight, stride_t, padding_t, output_padding_t, dilation_t,
         groups, bias,
