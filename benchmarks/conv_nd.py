@@ -7,11 +7,12 @@ Rows, for each workload, all in one run on CPU:
   with the fold's automatic choice, and once per fold strategy forced (``ours, outputs`` etc.;
   ``outputs frames``: with conv3d on NCDHW frames instead of channels-last, fold.layout;
   see ndunet/functional/fold.py; ``inputs``, ``chunks`` and ``blocks`` have no transposed form),
-  the A/B that decides "auto". Where the layer's frames never meet (1x1 convs, anisotropic
-  kernel-2 stride-2 transposed convs: ndunet/functional/merged.py), ``ours`` is one native conv
-  on a view and ``ours, fold (auto)`` the fold it replaces. ConvNd's ``blocks`` (fold_blocks.py) runs over blocks of at most
-  ``--conv-block`` elements, its layout chosen per call unless a row forces it (``blocks
-  frames``, ``blocks channels_last``). ConvTransposeNd's kernel 2 / stride 2 "outputs" is
+  the A/B that decides "auto". Where axes never mix (1x1 convs, anisotropic kernels such as
+  (3, 3, 1, 1) and kernel-2 stride-2 transposed convs: ndunet/functional/merged.py) the rows are
+  instead ``ours, merged (all)``, a native conv on merged axes, and ``ours, fold (none)``, the
+  fold it replaces: the A/B of ``merged.mode`` "auto". ConvNd's ``blocks`` (fold_blocks.py)
+  runs over blocks of at most ``--conv-block`` elements, its layout chosen per call unless a
+  row forces it (``blocks frames``, ``blocks channels_last``). ConvTransposeNd's kernel 2 / stride 2 "outputs" is
   fold_tiled.py, run over blocks of frames (``--tiled-block`` elements; 0: only the ratio bounds
   them); its ``outputs frames`` row is the layout whose 4-D output is the conv_transpose3d
   result itself;
@@ -47,11 +48,13 @@ method runs first.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -157,18 +160,19 @@ def _ours(
     """The layer with "auto", and with each fold strategy forced (each checked against ref)."""
     _check_same(out_fn(), ref)
     impls = [Impl("ours", _step(out_fn, grad, leaves))]
-    if _merges(out_fn):  # the fold as well, for the merged path's A/B
-        step = _step(out_fn, grad, leaves)
+    if _merges(out_fn):  # merged (forced) and the fold: the A/B of merged.mode "auto"
+        for label, mode in (("merged (all)", "all"), ("fold (none)", "none")):
+            step = _step(out_fn, grad, leaves)
 
-        def folded(step=step) -> None:
-            merged.enabled = False
-            try:
-                step()
-            finally:
-                merged.enabled = True
+            def forced(mode: str = mode, step=step) -> None:
+                before, merged.mode = merged.mode, mode
+                try:
+                    step()
+                finally:
+                    merged.mode = before
 
-        folded.leaves = leaves  # type: ignore[attr-defined]
-        impls.append(Impl("ours, fold (auto)", folded))
+            forced.leaves = leaves  # type: ignore[attr-defined]
+            impls.append(Impl(f"ours, {label}", forced))
         return impls  # the fold's forced strategies would all take the merged path too
     # every strategy in the default layout; "outputs" also with NCDHW frames (fold.layout)
     variants = [(name, None) for name in fold.STRATEGIES[1:]] + [("outputs", "frames")]
@@ -191,60 +195,62 @@ def _ours(
 
 
 def _merges(out_fn: Callable[[], torch.Tensor]) -> bool:
-    """Whether the layer behind ``out_fn`` takes the merged-axes path (functional/merged.py)."""
-    real = conv_module.merged_conv, conv_module.merged_conv_transpose
+    """Whether the layer behind ``out_fn`` merges axes with every merge allowed (merged.py)."""
+    real, before = conv_module.merge_axes, merged.mode
     hits: list[bool] = []
 
-    def spy(fn: Callable) -> Callable:
-        def wrapped(*args: object) -> object:
-            y = fn(*args)
-            hits.append(y is not None)
-            return y
+    def spy(*args: Any) -> list[list[int]] | None:
+        groups = real(*args)
+        hits.append(groups is not None)
+        return groups
 
-        return wrapped
-
-    conv_module.merged_conv, conv_module.merged_conv_transpose = (spy(f) for f in real)
+    conv_module.merge_axes, merged.mode = spy, "all"
     try:
         with torch.no_grad():
             out_fn()
     finally:
-        conv_module.merged_conv, conv_module.merged_conv_transpose = real
+        conv_module.merge_axes, merged.mode = real, before
     return any(hits)
 
 
 def conv_impls(
-    n: int, batch: int, ch: int, size: int, stride: int = 1, k: int = 3, lead_k: int | None = None
+    n: int,
+    batch: int,
+    ch: int,
+    size: int,
+    stride: int = 1,
+    k: int = 3,
+    kernel: tuple[int, ...] | None = None,
 ) -> list[Impl]:
     """ConvNd kernel ``k``, padding k // 2, ``stride`` (2: a U-Net's downsampling; k 1: its skip
-    convs) on (batch, ch, size^n) and its references. ``lead_k=1``: kernel 1 and stride 1 along
-    the leading N - 3 axes (an anisotropic plan's (1, 3, 3, 3) over a coarse time axis)."""
+    convs) on (batch, ch, size^n) and its references. ``kernel``: one per axis instead (padding
+    k // 2 each, stride 1 where it is 1: an anisotropic plan's (1, 3, 3, 3) over a coarse leading
+    axis, or (3, 3, 1, 1) for (x, y, z, t) data with coarse z and t)."""
     torch.manual_seed(0)
     m = n - 3  # leading axes folded
-    p = k // 2
-    kl = k if lead_k is None else lead_k
-    sl = stride if lead_k is None else 1
-    out = (size + 2 * p - k) // stride + 1  # output length of every inner axis
-    out_l = (size + 2 * (kl // 2) - kl) // sl + 1  # and of every leading axis
-    kernel, strides = (kl,) * m + (k,) * 3, (sl,) * m + (stride,) * 3
-    pads = (kl // 2,) * m + (p,) * 3
+    kernel = kernel or (k,) * n
+    strides = tuple(1 if kk == 1 else stride for kk in kernel)
+    pads = tuple(kk // 2 for kk in kernel)
+    outs = [(size + 2 * p - kk) // s + 1 for kk, s, p in zip(kernel, strides, pads)]
     layer = ConvNd(n, ch, ch, kernel, padding=pads, stride=strides)
     x = _leaf(batch, ch, *[size] * n)
-    g = torch.randn(batch, ch, *[out_l] * m, *[out] * 3)
+    g = torch.randn(batch, ch, *outs)
     wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
 
     def fb() -> torch.Tensor:
         return per_frame_conv(x, wb, pads, strides) + bb.view(1, -1, *[1] * n)
 
     impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), False)
+    frames, taps = math.prod(outs[:m]), math.prod(kernel[:m])
     for cl in (False, True):
-        xa = _leaf(batch * out_l**m, ch * kl**m, size, size, size, channels_last=cl)
-        wa, ba = _leaf(ch, ch * kl**m, k, k, k), _leaf(ch)
-        ga = torch.randn(batch * out_l**m, ch, out, out, out)
+        xa = _leaf(batch * frames, ch * taps, size, size, size, channels_last=cl)
+        wa, ba = _leaf(ch, ch * taps, *kernel[m:]), _leaf(ch)
+        ga = torch.randn(batch * frames, ch, *outs[m:])
         if cl:
             ga = ga.contiguous(memory_format=torch.channels_last_3d)
 
         def fa(xa=xa, wa=wa, ba=ba) -> torch.Tensor:
-            return F.conv3d(xa, wa, ba, stride, p)
+            return F.conv3d(xa, wa, ba, strides[m:], pads[m:])
 
         name = "(a) conv3d, channels_last_3d" if cl else "(a) conv3d, default layout"
         impls.append(Impl(name, _step(fa, ga, [xa, wa, ba])))
@@ -405,7 +411,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (tensors made there)")
-    parser.add_argument("--only", default="", help="run only workloads whose title has this")
+    parser.add_argument(
+        "--only", default="", help="run only workloads whose title has this ('a|b': a or b)"
+    )
     parser.add_argument(
         "--cudnn-benchmark", action="store_true", help="let cuDNN autotune (same for every row)"
     )
@@ -465,11 +473,14 @@ def main() -> None:
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k3 s2 p1", conv_impls, (4, 2, 16, 16, 2)),
         ("ConvNd 4-D, B=4, 32->32 ch, 12^4, k3 s2 p1", conv_impls, (4, 4, 32, 12, 2)),
         ("ConvNd 5-D, B=2, 8->8 ch, 8^5, k3 s2 p1", conv_impls, (5, 2, 8, 8, 2)),
-        # anisotropic plans: kernel 1 along a coarse leading axis (the transposed conv merges
-        # its frames, functional/merged.py; the fold computes the others)
-        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k(1,3,3,3)", conv_impls, (4, 2, 16, 16, 1, 3, 1)),
+        # anisotropic plans: kernel 1 along coarse axes (functional/merged.py merges those
+        # that never mix; (1, 3, 3, 3) reaches across frames and is folded)
+        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k(3,3,1,1)", conv_impls,
+         (4, 2, 16, 16, 1, 3, (3, 3, 1, 1))),
+        ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k(1,3,3,3)", conv_impls,
+         (4, 2, 16, 16, 1, 3, (1, 3, 3, 3))),
         ("ConvNd 4-D, B=2, 16->16 ch, 16^4, k(1,3,3,3) s(1,2,2,2)", conv_impls,
-         (4, 2, 16, 16, 2, 3, 1)),
+         (4, 2, 16, 16, 2, 3, (1, 3, 3, 3))),
         ("ConvTransposeNd 4-D, B=2, 16 ch, 8^4, k(1,2,2,2) s(1,2,2,2)", conv_transpose_impls,
          (4, 2, 16, 8, 1)),
     ]  # fmt: skip
@@ -477,7 +488,7 @@ def main() -> None:
         workloads = gpu_rows + workloads
     results = []
     for title, build, shape in workloads:
-        if args.only not in title:
+        if not any(part in title for part in args.only.split("|")):
             continue
         impls = build(*shape)
         measure(impls, args.rounds)

@@ -108,25 +108,84 @@ def test_conv_4d_embeds_torch_conv3d(position: int) -> None:
     torch.testing.assert_close(ours.squeeze(2 + position), ref)
 
 
-MERGED = [  # pointwise leading axes, no depth tap reaching into the next frame (merged.py)
-    # (n, kernel, stride, padding, dilation, groups, size, contiguous input)
-    (4, (1, 1, 1, 1), (1, 1, 1, 1), (0, 0, 0, 0), (1, 1, 1, 1), 1, (3, 2, 4, 3), True),
-    (4, (1, 1, 3, 2), (1, 1, 2, 1), (0, 0, 1, 0), (1, 2, 1, 2), 2, (3, 2, 6, 5), True),
-    (5, (1, 1, 1, 2, 3), (1, 1, 1, 2, 1), (0, 0, 0, 1, 1), (3, 1, 2, 1, 1), 1, (2, 3, 2, 5, 4), False),
-    (6, (1,) * 6, (1,) * 6, (0,) * 6, (1,) * 6, 2, (2, 1, 2, 2, 3, 2), False),
-    # depth kernel within the depth stride: (1, 2, 2, 2) stride 2 downsampling, a dilated pair
-    (4, (1, 2, 2, 2), (1, 2, 2, 2), (0, 0, 1, 0), (1, 1, 1, 1), 1, (3, 4, 4, 5), True),
-    (4, (1, 2, 3, 1), (1, 3, 1, 2), (0, 0, 1, 0), (2, 2, 1, 1), 2, (2, 6, 3, 4), True),
-    (5, (1, 1, 1, 3, 2), (1, 1, 2, 1, 2), (0, 0, 0, 0, 1), (1, 1, 1, 1, 1), 1, (2, 2, 4, 3, 3), False),
+MERGE_AXES = [  # (lengths, kernel, stride, padding, dilation, output_padding, groups wanted)
+    # 1x1 skip conv: one axis, native
+    ((3, 2, 4, 3), (1,) * 4, (1,) * 4, (0,) * 4, (1,) * 4, None, [[0, 1, 2, 3]]),
+    # (x, y, z, t) NIfTI with coarse z and t: (3, 3, 1, 1) -> (x, y, z*t), native
+    ((6, 5, 4, 3), (3, 3, 1, 1), (1,) * 4, (1, 1, 0, 0), (1,) * 4, None, [[0], [1], [2, 3]]),
+    # a pointwise axis then one whose kernel is within its stride: kernel 2 stride 2
+    ((3, 4, 4, 5), (1, 2, 2, 2), (1, 2, 2, 2), (0,) * 4, (1,) * 4, None, [[0, 1], [2], [3]]),
+    # reaching across frames (padding, kernel wider than the stride, L % s, dilation): no merge
+    ((3, 4, 4, 4), (1, 3, 3, 3), (1,) * 4, (0, 1, 1, 1), (1,) * 4, None, None),
+    ((3, 4, 4, 4), (1, 3, 3, 3), (1, 2, 1, 1), (0, 0, 1, 1), (1,) * 4, None, None),
+    ((3, 5, 4, 4), (1, 2, 3, 3), (1, 2, 1, 1), (0, 0, 1, 1), (1,) * 4, None, None),
+    ((3, 4, 4, 4), (1, 2, 3, 3), (1, 2, 1, 1), (0, 0, 1, 1), (1, 2, 1, 1), None, None),
+    # a leading stride is not pointwise; after a non-pointwise axis nothing merges
+    ((4, 4, 4, 4), (1, 1, 1, 3), (2, 1, 1, 1), (0, 0, 0, 1), (1,) * 4, None, [[0], [1, 2], [3]]),
+    ((4, 4, 4, 4), (3, 1, 1, 3), (1,) * 4, (1, 0, 0, 1), (1,) * 4, None, [[0], [1, 2], [3]]),
+    # transposed: taps that tile the output merge (kernel 2 stride 2; kernel 1 stride 2 with
+    # output padding 1), overlapping or padded ones do not
+    ((3, 2, 3, 2), (1, 2, 2, 2), (1, 2, 2, 2), (0,) * 4, (1,) * 4, (0,) * 4, [[0, 1], [2], [3]]),
+    ((3, 2, 3, 2), (1, 1, 2, 2), (1, 2, 2, 2), (0,) * 4, (1,) * 4, (0, 1, 0, 0), [[0, 1], [2], [3]]),
+    ((3, 2, 3, 2), (1, 1, 2, 2), (1, 2, 2, 2), (0,) * 4, (1,) * 4, (0,) * 4, None),
+    ((3, 2, 3, 2), (1, 3, 2, 2), (1, 2, 2, 2), (0,) * 4, (1,) * 4, (0,) * 4, None),
+    ((3, 2, 3, 2), (1, 2, 2, 2), (1, 2, 2, 2), (0, 1, 0, 0), (1,) * 4, (0,) * 4, None),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", MERGED, ids=lambda c: f"{c[0]}d-k{c[1]}-s{c[2]}")
-def test_merged_conv_matches_scipy_without_the_fold(case, monkeypatch) -> None:
-    _, kernel, stride, padding, dilation, groups, size, contiguous = case
-    monkeypatch.setattr("ndunet.functional.conv.conv_fold", None)  # this path must not fold
+@pytest.fixture
+def merge_all(monkeypatch):
+    """Every merge, whatever the device ("auto" merges only 1x1-like convs on the CPU)."""
+    monkeypatch.setattr("ndunet.functional.merged.mode", "all")
+
+
+@pytest.mark.parametrize("case", MERGE_AXES)
+def test_merge_axes_groups(case, merge_all) -> None:
+    from ndunet.functional.merged import merge_axes
+
+    *geometry, output_padding, want = case
+    assert merge_axes(*geometry, output_padding) == want
+
+
+def test_merge_axes_auto_merges_by_device() -> None:
+    """ "auto": every merge on CUDA; on the CPU only where all axes but the last two are
+    pointwise (measured there: the others were a mixed result against the fold)."""
+    from ndunet.functional.merged import merge_axes
+
+    nifti = ((6, 5, 4, 3), (3, 3, 1, 1), (1,) * 4, (1, 1, 0, 0), (1,) * 4)
+    skip = ((3, 2, 4, 3), (1, 1, 3, 3), (1,) * 4, (0, 0, 1, 1), (1,) * 4)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert merge_axes(*nifti, None, cpu) is None
+    assert merge_axes(*nifti, None, cuda) == [[0], [1], [2, 3]]
+    assert merge_axes(*skip, None, cpu) == merge_axes(*skip, None, cuda) == [[0, 1], [2], [3]]
+
+
+MERGED = [  # axes that never mix, merged (merged.py); native where <= 3 axes are left
+    # (kernel, stride, padding, dilation, groups, size, contiguous input)
+    ((1, 1, 1, 1), (1, 1, 1, 1), (0, 0, 0, 0), (1, 1, 1, 1), 1, (3, 2, 4, 3), True),
+    ((1, 1, 3, 2), (1, 1, 2, 1), (0, 0, 1, 0), (1, 2, 1, 2), 2, (3, 2, 6, 5), True),
+    ((1, 1, 1, 2, 3), (1, 1, 1, 2, 1), (0, 0, 0, 1, 1), (3, 1, 2, 1, 1), 1, (2, 3, 2, 5, 4), False),
+    ((1,) * 6, (1,) * 6, (0,) * 6, (1,) * 6, 2, (2, 1, 2, 2, 3, 2), False),
+    ((1, 2, 2, 2), (1, 2, 2, 2), (0, 0, 1, 0), (1, 1, 1, 1), 1, (3, 4, 4, 5), True),
+    ((1, 2, 3, 1), (1, 3, 1, 2), (0, 0, 1, 0), (2, 2, 1, 1), 2, (2, 6, 3, 4), True),
+    ((3, 3, 1, 1), (2, 1, 1, 1), (1, 1, 0, 0), (1, 2, 1, 1), 1, (5, 4, 3, 2), True),  # (x,y,z,t)
+    ((3, 1, 1, 2), (1, 1, 1, 1), (1, 0, 0, 0), (1, 1, 1, 2), 2, (4, 2, 3, 3), False),
+    # five axes, two merge: the fold gets the four that are left
+    ((3, 3, 2, 1, 1), (1, 2, 1, 1, 1), (1, 1, 0, 0, 0), (1, 1, 1, 1, 1), 1, (3, 4, 3, 2, 2), True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MERGED, ids=lambda c: f"k{c[0]}-s{c[1]}")
+def test_merged_conv_matches_scipy(case, monkeypatch, merge_all) -> None:
+    from ndunet.functional.merged import merge_axes
+
+    kernel, stride, padding, dilation, groups, size, contiguous = case
+    axes = merge_axes(size, kernel, stride, padding, dilation)
+    assert axes is not None
+    if len(axes) <= 3:  # this path must not fold
+        monkeypatch.setattr("ndunet.functional.conv.conv_fold", None)
     x = torch.randn(2, 2 * groups, *size, dtype=torch.float64)
-    if not contiguous:  # a permuted input: merging its leading axes takes a copy
+    if not contiguous:  # a permuted input (channels innermost): its merged axes are views too
         x = x.movedim(1, -1).contiguous().movedim(-1, 1)
     w = torch.randn(3 * groups, 2, *kernel, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
@@ -139,17 +198,20 @@ def test_merged_conv_matches_scipy_without_the_fold(case, monkeypatch) -> None:
     assert torch.autograd.gradcheck(fn, small) and torch.autograd.gradgradcheck(fn, small)
 
 
-MERGED_T = [  # transposed: pointwise leading axes, depth taps tiling the output
+MERGED_T = [  # transposed: pointwise axes, then taps that tile the output
     # (kernel, stride, padding, output_padding, dilation, groups, size)
     ((1, 2, 2, 2), (1, 2, 2, 2), (0,) * 4, (0,) * 4, (1,) * 4, 1, (3, 2, 3, 2)),
     ((1, 1, 3, 2), (1, 1, 2, 1), (0, 0, 1, 0), (0, 0, 1, 0), (1, 1, 1, 2), 2, (2, 3, 3, 2)),
     ((1, 2, 2, 1), (1, 3, 1, 2), (0, 0, 0, 0), (0, 1, 0, 1), (1, 1, 2, 1), 1, (2, 2, 3, 3)),
+    ((2, 2, 1, 1), (2, 2, 1, 1), (0,) * 4, (0,) * 4, (1,) * 4, 2, (2, 3, 2, 3)),  # (x,y,z,t)
     ((1, 1, 2, 2, 2), (1, 1, 2, 2, 2), (0,) * 5, (0,) * 5, (1,) * 5, 2, (2, 2, 2, 3, 2)),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", MERGED_T, ids=lambda c: f"k{c[0]}-s{c[1]}")
-def test_merged_conv_transpose_matches_scatter_without_the_fold(case, monkeypatch) -> None:
+def test_merged_conv_transpose_matches_scatter_without_the_fold(
+    case, monkeypatch, merge_all
+) -> None:
     from test_fold_strategies import scatter_conv_transpose
 
     kernel, stride, padding, output_padding, dilation, groups, size = case
@@ -168,60 +230,45 @@ def test_merged_conv_transpose_matches_scatter_without_the_fold(case, monkeypatc
     assert torch.autograd.gradcheck(fn, small) and torch.autograd.gradgradcheck(fn, small)
 
 
-def test_merged_paths_are_views_of_one_native_conv(monkeypatch) -> None:
-    """A contiguous input: one conv3d (conv_transpose3d) call and the output is its result,
-    a standard contiguous tensor; a 1x1 conv is the einsum over channels."""
-    from types import SimpleNamespace
+def test_merged_convs_are_views_of_one_native_conv(monkeypatch, merge_all) -> None:
+    """A contiguous input: one native call on a view of it (a 1x1 conv merges every axis into
+    one: conv1d), and the output is that call's result, a standard contiguous tensor."""
+    from ndunet.functional import conv as conv_module
 
-    import ndunet.functional.merged as merged
-
-    seen = []
+    seen, inputs = [], []
 
     def spy(real):
-        return lambda *args: seen.append(real(*args)) or seen[-1]
+        def call(x, *args):
+            inputs.append(x)
+            seen.append(real(x, *args))
+            return seen[-1]
 
-    monkeypatch.setattr(merged, "conv3d", spy(merged.conv3d))
-    monkeypatch.setattr(merged, "F", SimpleNamespace(conv_transpose3d=spy(F.conv_transpose3d)))
+        return call
+
+    for table in (conv_module._CONV, conv_module._CONV_T):
+        for n, op in table.items():
+            monkeypatch.setitem(table, n, spy(op))
     x, w = torch.randn(2, 16, 4, 8, 8, 8), torch.randn(8, 16, 1, 1, 1, 1)
     y = FN.conv_nd(x, w)
     torch.testing.assert_close(y, torch.einsum("bclxyz,oc->bolxyz", x, w.flatten(1)))
+    y_aniso = FN.conv_nd(x, torch.randn(8, 16, 3, 3, 1, 1), padding=(1, 1, 0, 0))
     yt = FN.conv_transpose_nd(x, torch.randn(16, 4, 1, 2, 2, 2), None, (1, 2, 2, 2))
-    assert len(seen) == 2 and y.is_contiguous() and yt.is_contiguous()
-    for out, conv in zip((y, yt), seen):
+    assert len(seen) == 3
+    for out, conv, xin in zip((y, y_aniso, yt), seen, inputs):
+        assert out.is_contiguous()
         assert out.untyped_storage().data_ptr() == conv.untyped_storage().data_ptr()
+        assert xin.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
 
 
-@pytest.mark.parametrize("transposed", [False, True])
-def test_merged_paths_refuse_frames_that_meet(transposed) -> None:
-    """Kernels that reach across frames (or a leading axis that is not pointwise) are left to
-    the fold, and the merged path switched off gives the fold's numbers."""
-    import ndunet.functional.merged as merged
+def test_merging_switched_off_gives_the_folds_numbers(monkeypatch, merge_all) -> None:
+    from ndunet.functional import merged
 
     x = torch.randn(1, 2, 3, 4, 4, 4, dtype=torch.float64)
-    ones = (1,) * 4
-    if transposed:
-        fn = merged.merged_conv_transpose
-        w = torch.randn(2, 2, 1, 3, 2, 2, dtype=torch.float64)
-        assert fn(x, w, None, (1, 2, 2, 2), (0,) * 4, (0,) * 4, 1, ones) is None  # k3 > s2
-        assert fn(x, w, None, (1, 3, 2, 2), (0, 1, 0, 0), (0,) * 4, 1, ones) is None  # padded
-        w1 = torch.randn(2, 2, 1, 1, 2, 2, dtype=torch.float64)
-        assert fn(x, w1, None, (1, 2, 1, 1), (0,) * 4, (0,) * 4, 1, ones) is None  # gaps: k1 < s2
-        w2 = torch.randn(2, 2, 2, 2, 2, 2, dtype=torch.float64)
-        assert fn(x, w2, None, (2,) * 4, (0,) * 4, (0,) * 4, 1, ones) is None  # leading k2
-    else:
-        fn = merged.merged_conv
-        w = torch.randn(2, 2, 1, 3, 3, 3, dtype=torch.float64)
-        assert fn(x, w, None, ones, (0, 1, 1, 1), ones, 1) is None  # reaches across frames
-        assert fn(x, w, None, (1, 3, 1, 1), (0, 0, 1, 1), ones, 1) is None  # 4 % 3 rows left
-        w2 = torch.randn(2, 2, 1, 2, 2, 2, dtype=torch.float64)
-        assert fn(x, w2, None, (1, 2, 2, 2), (0,) * 4, (1, 2, 1, 1), 1) is None  # dilated 2 >= 2
-        assert fn(x, w2, None, (2, 2, 2, 2), (0,) * 4, ones, 1) is None  # leading stride
-    w_ok = torch.randn(2, 2, 1, 1, 1, 1, dtype=torch.float64)
-    want = FN.conv_nd(x, w_ok)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(merged, "enabled", False)
-        assert merged.merged_conv(x, w_ok, None, ones, (0,) * 4, ones, 1) is None
-        torch.testing.assert_close(FN.conv_nd(x, w_ok), want, rtol=1e-12, atol=1e-12)
+    w = torch.randn(2, 2, 1, 1, 3, 3, dtype=torch.float64)
+    want = FN.conv_nd(x, w, padding=(0, 0, 1, 1))
+    monkeypatch.setattr(merged, "mode", "none")
+    assert merged.merge_axes((3, 4, 4, 4), (1, 1, 3, 3), (1,) * 4, (0, 0, 1, 1), (1,) * 4) is None
+    torch.testing.assert_close(FN.conv_nd(x, w, padding=(0, 0, 1, 1)), want)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")

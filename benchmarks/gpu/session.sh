@@ -9,7 +9,8 @@
 #   suite    the whole test suite on CUDA (gpu-marked tests included), xdist
 #   unet     benchmarks/unet_step.py: fp32 and bf16 with the peers as issue 12 measured them, then
 #            with the trainer's CUDA settings (channels_last, cudnn.benchmark) for every model
-#   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop
+#   conv     benchmarks/conv_nd.py --device cuda: every fold strategy, ceiling and loop; merged
+#            axes (1x1, anisotropic kernels) against the fold
 #   compile  unet_step.py --compile: 2-D at batch 256; the issue's 3-D row (batch 1, host-bound
 #            in eager: ~1300 aten ops a step) with CUDA graphs in fp32 and bf16; 3-D at batch 32
 #   profile  benchmarks/profile_step.py: bf16 step profile, old vs new layers
@@ -74,6 +75,8 @@ grep -A12 "^summary" "$OUT/unet.log" 2>/dev/null
 stage conv 80 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 8
 stage conv 30 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 8 \
   --cudnn-benchmark --only "B=4"
+stage conv 30 python3 benchmarks/conv_nd.py --device cuda --rounds 10 --threads 8 \
+  --only "k(|k1 ("  # merged axes (merged.py) against the fold: merged.mode "auto" on CUDA
 tail -n 45 "$OUT/conv.log" 2>/dev/null
 
 stage compile 140 python3 benchmarks/unet_step.py --device cuda --amp bf16 --batch 256 \

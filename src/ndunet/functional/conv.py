@@ -1,7 +1,6 @@
 """conv_nd and conv_transpose_nd: torch's native op for N <= 3 (conv3d routed around a oneDNN
-bug, onednn.py); for N >= 4, one native 3-D conv on a view where no frame of the leading axes meets
-another (merged.py: 1x1 convs, anisotropic kernel-2 stride-2 resampling), else the exact fold
-(fold.py)."""
+bug, onednn.py); for N >= 4, axes that never mix merged first (merged.py: a native conv where
+three or fewer axes are left), and the exact fold (fold.py) for the rest."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from ndunet.functional.checks import (
     resolve_padding,
 )
 from ndunet.functional.fold import conv_fold, conv_transpose_fold
-from ndunet.functional.merged import merged_conv, merged_conv_transpose
+from ndunet.functional.merged import merge_axes, merged
 from ndunet.functional.onednn import conv3d
 from ndunet.functional.pad import pad_nd
 
@@ -50,12 +49,30 @@ def conv_nd(
         input = pad_nd(input, pads)
         pads = ((0, 0),) * n
     padding_t = tuple(p for p, _ in pads)
+    return _conv(input, weight, bias, stride_t, padding_t, dilation_t, groups)
+
+
+def _conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> torch.Tensor:
+    """conv_nd on checked arguments: native, on merged axes, or folded."""
+    n = x.dim() - 2
     if n <= 3:
-        return _CONV[n](input, weight, bias, stride_t, padding_t, dilation_t, groups)
-    merged = merged_conv(input, weight, bias, stride_t, padding_t, dilation_t, groups)
-    if merged is not None:
-        return merged
-    return _standard(conv_fold, input, weight, stride_t, padding_t, dilation_t, groups, bias)
+        return _CONV[n](x, w, bias, stride, padding, dilation, groups)
+    axes = merge_axes(x.shape[2:], w.shape[2:], stride, padding, dilation, None, x.device)
+    if axes is not None:
+
+        def on_merged(xm: torch.Tensor, wm: torch.Tensor, *geometry: Any) -> torch.Tensor:
+            return _conv(xm, wm, bias, *geometry, groups)
+
+        return merged(on_merged, x, w, axes, (stride, padding, dilation))
+    return _standard(conv_fold, x, w, stride, padding, dilation, groups, bias)
 
 
 def _standard(fold: Callable[..., torch.Tensor], x: torch.Tensor, *args: Any) -> torch.Tensor:
@@ -108,16 +125,33 @@ def conv_transpose_nd(
     check_conv_transpose_output(
         input, out_channels, kernel, given, padding_t, output_padding_t, stride_t, dilation_t
     )
-    if n <= 3:
-        return _CONV_T[n](
-            input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
-        )
-    merged = merged_conv_transpose(
+    return _conv_transpose(
         input, weight, bias, stride_t, padding_t, output_padding_t, groups, dilation_t
     )
-    if merged is not None:
-        return merged
+
+
+def _conv_transpose(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    output_padding: tuple[int, ...],
+    groups: int,
+    dilation: tuple[int, ...],
+) -> torch.Tensor:
+    """conv_transpose_nd on checked arguments: native, on merged axes, or folded."""
+    n = x.dim() - 2
+    if n <= 3:
+        return _CONV_T[n](x, w, bias, stride, padding, output_padding, groups, dilation)
+    axes = merge_axes(x.shape[2:], w.shape[2:], stride, padding, dilation, output_padding, x.device)
+    if axes is not None:
+
+        def on_merged(xm: torch.Tensor, wm: torch.Tensor, *geometry: Any) -> torch.Tensor:
+            return _conv_transpose(xm, wm, bias, *geometry[:3], groups, geometry[3])
+
+        per_axis = (stride, padding, output_padding, dilation)
+        return merged(on_merged, x, w, axes, per_axis)
     return _standard(
-        conv_transpose_fold, input, weight, stride_t, padding_t, output_padding_t, dilation_t,
-        groups, bias,
-    )  # fmt: skip
+        conv_transpose_fold, x, w, stride, padding, output_padding, dilation, groups, bias
+    )

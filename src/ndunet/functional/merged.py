@@ -1,84 +1,105 @@
-"""N >= 4 convolutions whose frames never meet: one native 3-D conv on a view, no fold.
+"""N >= 4 convolutions with axes that never mix: merge them, so fewer axes are left to fold.
 
-A conv that is pointwise along the leading N - 3 axes (kernel 1, stride 1, no padding there)
-never mixes them, so they can merge with the depth axis into one axis of F frames of D rows. One
-conv3d over that axis is the N-D operator exactly when no depth tap reaches from one frame into
-the next: no depth padding, the depth kernel within the stride (d (k - 1) < s) and D a multiple
-of s, so every frame gives D / s rows and the frames' rows tile the merged output. That covers a
-U-Net's 1x1 skip convs, and kernel-2 stride-2 downsampling along the inner axes of an
-anisotropic plan; the transposed conv's counterpart (depth taps that tile the output, as in
-(1, 2, 2, 2) kernel-2 stride-2 upsampling) likewise. The merged axis is a view of a contiguous
-input and the output a view of the conv's: no copy either way, nothing but the input kept for
-backward.
+An axis along which a conv is pointwise (kernel 1, stride 1, no padding) never mixes its
+positions. Two neighbouring spatial axes ``a, b`` of which ``a`` is pointwise merge into one
+axis of ``L_a`` frames of ``L_b`` rows, and a conv along it with ``b``'s kernel is the conv along
+``b`` exactly when no tap reaches from one frame into the next: ``b`` unpadded, its kernel within
+its stride (``d (k - 1) < s``) and ``L_b`` a multiple of ``s``, so every frame gives
+``L_b / s`` rows and the frames' rows tile the merged output. For a transposed conv the same
+holds when ``b``'s taps tile the output (no padding, ``d (k - 1) + 1 + output_padding == s``).
+A pointwise ``b`` always qualifies.
 
-Kernels that reach across frames, such as (1, 3, 3, 3), are left to the fold: holding the frames
-apart with zero rows costs an input and an output copy, which is what the fold's single-tap
-"outputs" costs anyway (measured no faster on the CPU, benchmarks/conv_nd.py).
+Merging runs left to right over the spatial axes. Where it leaves three axes or fewer, torch's
+native conv does the whole operator (anisotropic plans of volumes over time, whose coarse axes
+get kernel 1: (3, 3, 1, 1) for (x, y, z, t) NIfTI data, (1, 1, 1, 1) skip convs, (1, 2, 2, 2)
+kernel-2 stride-2 resampling); otherwise the fold gets the merged, smaller problem. Merged axes
+are views of a contiguous input (any input whose spatial axes are contiguous among themselves),
+and the output is a view of the conv's: no copy either way.
+
+Which merges run by default depends on the device (``mode`` below).
+
+Kernels that reach across frames, such as (1, 3, 3, 3), are left as they are: holding the frames
+apart with zero rows costs an input and an output copy, which is what the fold's single tap
+costs anyway (measured no faster on the CPU, benchmarks/conv_nd.py).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+
 import torch
-import torch.nn.functional as F
 
-from ndunet.functional.onednn import conv3d
+__all__ = ["MODES", "merge_axes", "merged"]
 
-__all__ = ["merged_conv", "merged_conv_transpose"]
-
-# the merged path can be switched off (benchmarks A/B it against the fold; tests check both)
-enabled = True
-
-
-def _mergeable(kernel: tuple[int, ...], stride: tuple[int, ...], *zero: tuple[int, ...]) -> bool:
-    """Kernel 1 and stride 1 on every leading axis, and every ``zero`` (padding, output padding)
-    0 there and along the depth axis."""
-    lead = len(kernel) - 3
-    pointwise = all(kernel[i] == 1 and stride[i] == 1 for i in range(lead))
-    return enabled and pointwise and not any(v for z in zero for v in z[: lead + 1])
+MODES = ("auto", "all", "none")
+# "auto": every merge on CUDA (cuDNN reads NCDHW natively, so a merged conv saves the fold's
+# copies outright); on the CPU only axes that are all pointwise but the last two (1x1 convs: the
+# fold took 4x the ceiling, the merged conv3d 1.6-1.9x). oneDNN reorders default-layout tensors
+# for every conv, which made the other merges a mixed result there (benchmarks/conv_nd.py rows
+# k(3,3,1,1) and the 4-D planned U-Net step: faster in most rows, slower in some, and 7-33% more
+# peak memory). "all" and "none" force it (the benchmark's A/B, the tests).
+mode = "auto"
 
 
-def merged_conv(
+def merge_axes(
+    lengths: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: Sequence[int] | None = None,
+    device: torch.device | None = None,
+) -> list[list[int]] | None:
+    """The spatial axes in groups that merge into one axis each (None where none merge, or
+    ``mode`` and ``device`` rule it out); ``output_padding`` given: for a transposed conv."""
+    n = len(lengths)
+    op = output_padding or (0,) * n
+
+    def pointwise(i: int) -> bool:
+        return kernel[i] == 1 and stride[i] == 1 and not padding[i] and not op[i]
+
+    on_cpu = device is None or device.type != "cuda"
+    if mode == "none" or (
+        mode == "auto" and on_cpu and not all(pointwise(i) for i in range(n - 2))
+    ):
+        return None
+
+    def within_stride(i: int) -> bool:
+        k, s, d = kernel[i], stride[i], dilation[i]
+        if padding[i]:
+            return False
+        if output_padding is None:
+            return d * (k - 1) < s and lengths[i] % s == 0
+        return d * (k - 1) + 1 + op[i] == s
+
+    groups = [[0]]
+    for i in range(1, n):
+        if all(pointwise(j) for j in groups[-1]) and within_stride(i):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups if len(groups) < n else None
+
+
+def merged(
+    op: Callable[..., torch.Tensor],
     x: torch.Tensor,
     w: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-) -> torch.Tensor | None:
-    """``conv_nd`` as one conv3d over the merged leading and depth axes, or None where a frame's
-    taps would reach into another."""
-    n = x.dim() - 2
-    kernel = tuple(w.shape[2:])
-    k, s, d = kernel[-3], stride[-3], dilation[-3]
-    if not _mergeable(kernel, stride, padding) or d * (k - 1) >= s or x.shape[n - 1] % s:
-        return None
-    y = conv3d(
-        x.flatten(2, n - 1), w.flatten(2, n - 1), bias, stride[-3:], padding[-3:], dilation[-3:],
-        groups,
-    )  # fmt: skip  # (B, O, F * D / s, H', W')
-    return y.unflatten(2, (*x.shape[2 : n - 1], x.shape[n - 1] // s))
+    groups: list[list[int]],
+    per_axis: Sequence[Sequence[int]],
+) -> torch.Tensor:
+    """``op(x', w', *per_axis')`` on the merged axes, its output unmerged: (B, O, *out). Each
+    merged axis takes the geometry of its group's last axis (the others are pointwise, so their
+    lengths pass through and the last axis's output length is what is left)."""
 
+    def merge(t: torch.Tensor) -> torch.Tensor:
+        sizes = [math.prod(t.shape[2 + i] for i in g) for g in groups]
+        return t.reshape(*t.shape[:2], *sizes)
 
-def merged_conv_transpose(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    output_padding: tuple[int, ...],
-    groups: int,
-    dilation: tuple[int, ...],
-) -> torch.Tensor | None:
-    """``conv_transpose_nd`` as one conv_transpose3d over the merged leading and depth axes, or
-    None where the depth taps do not tile the output (d (k - 1) + 1 + output_padding == s)."""
-    n = x.dim() - 2
-    kernel = tuple(w.shape[2:])
-    k, s, op, d = kernel[-3], stride[-3], output_padding[-3], dilation[-3]
-    if not _mergeable(kernel, stride, padding, output_padding[:-3]) or d * (k - 1) + 1 + op != s:
-        return None
-    y = F.conv_transpose3d(
-        x.flatten(2, n - 1), w.flatten(2, n - 1), bias, stride[-3:], padding[-3:],
-        output_padding[-3:], groups, dilation[-3:],
-    )  # fmt: skip  # (B, O, F * D * s, H', W')
-    return y.unflatten(2, (*x.shape[2 : n - 1], x.shape[n - 1] * s))
+    y = op(merge(x), merge(w), *[tuple(v[g[-1]] for g in groups) for v in per_axis])
+    out: list[int] = []
+    for g, merged_length in zip(groups, y.shape[2:]):
+        kept = [x.shape[2 + i] for i in g[:-1]]
+        out += [*kept, merged_length // math.prod(kept)]
+    return y.reshape(*y.shape[:2], *out)
