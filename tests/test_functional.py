@@ -415,6 +415,38 @@ def test_pools_match_brute_force(n: int) -> None:
             )
 
 
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_pools_nd_skip_identity_axes_and_max_runs_torchs_3d_pool(op, monkeypatch) -> None:
+    """N >= 4: max pool is one native 3-D pool over the last three axes and then a pass per
+    leading axis; average pool a pass per axis; neither passes over an identity axis. Values (a
+    permuted input) and gradients against brute force."""
+    from ndunet.functional import pool
+
+    calls, unfolds = [], []
+
+    def spy(name, real, log, arg=None):
+        def call(*args, **kwargs):
+            log.append(name if arg is None else args[arg])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(pool.F if name != "_windows" else pool, name, call)
+
+    for name in ("max_pool3d", "avg_pool3d"):
+        spy(name, getattr(F, name), calls)
+    spy("_windows", pool._windows, unfolds, arg=1)  # logs the axis
+    fn = FN.max_pool_nd if op == "max" else FN.avg_pool_nd
+    x = torch.randn(2, 2, 3, 4, 5, 4, 5, dtype=torch.float64)
+    kernel, stride, padding = (1, 2, 3, 2, 2), (1, 2, 1, 2, 1), (0, 1, 1, 0, 1)
+    ours = fn(x.movedim(1, -1).contiguous().movedim(-1, 1), kernel, stride, padding)
+    if op == "max":  # one 3-D max pool, then the leading axes (axis 0 is the identity)
+        assert calls == ["max_pool3d"] and unfolds == [1]
+    else:  # a pass per axis but the identity one
+        assert calls == [] and unfolds == [1, 2, 3, 4]
+    torch.testing.assert_close(ours, brute_pool(x, kernel, stride, padding, (1,) * 5, op))
+    small = x[:1, :1, :2, :3, :3, :2, :3].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: fn(t, kernel, stride, padding), (small,))
+
+
 def test_max_pool_dilation_4d() -> None:
     x = torch.randn(1, 2, 7, 5, 6, 5, dtype=torch.float64)
     ours = FN.max_pool_nd(x, (3, 2, 2, 2), (2, 1, 2, 1), (1, 1, 0, 1), (2, 1, 2, 1))
