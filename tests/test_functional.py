@@ -260,6 +260,35 @@ def test_merged_convs_are_views_of_one_native_conv(monkeypatch, merge_all) -> No
         assert xin.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
 
 
+@pytest.mark.gpu
+def test_merged_convs_on_cuda_match_cpu() -> None:
+    """CUDA's "auto" merges every case below (on the CPU only the first): forward and every
+    gradient on cuDNN (float32, no TF32) against the CPU in float64, and the output layout."""
+    from ndunet.functional.merged import merge_axes
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 4, 5, 3, dtype=torch.float64)
+    cases = [  # (op, weight, args): 1x1, (3, 3, 1, 1), (1, 2, 2, 2) up
+        (FN.conv_nd, torch.randn(6, 4, 1, 1, 1, 1, dtype=torch.float64), ()),
+        (FN.conv_nd, torch.randn(6, 2, 3, 3, 1, 1, dtype=torch.float64), (1, (1, 1, 0, 0), 1, 2)),
+        (FN.conv_transpose_nd, torch.randn(4, 3, 1, 2, 2, 2, dtype=torch.float64), ((1, 2, 2, 2),)),
+    ]  # fmt: skip
+    assert merge_axes((6, 4, 5, 3), (3, 3, 1, 1), (1,) * 4, (1, 1, 0, 0), (1,) * 4, None,
+                      torch.device("cuda")) == [[0], [1], [2, 3]]  # fmt: skip
+    for fn, w, args in cases:
+        b = torch.randn(w.shape[0] if fn is FN.conv_nd else w.shape[1], dtype=torch.float64)
+        outs = []
+        for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
+            leaves = [t.detach().to(device, dtype).requires_grad_() for t in (x, w, b)]
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+                y = fn(*leaves, *args)
+                y.backward(torch.ones_like(y))
+            assert y.is_contiguous()
+            outs.append([y.detach(), *(t.grad for t in leaves)])
+        for ref, got in zip(*outs):
+            torch.testing.assert_close(got.cpu().double(), ref, rtol=1e-3, atol=1e-3)
+
+
 def test_merging_switched_off_gives_the_folds_numbers(monkeypatch, merge_all) -> None:
     from ndunet.functional import merged
 
