@@ -93,11 +93,11 @@ def merged(
     merged axis takes the geometry of its group's last axis (the others are pointwise, so their
     lengths pass through and the last axis's output length is what is left)."""
 
-    def merge(t: torch.Tensor) -> torch.Tensor:
-        sizes = [math.prod(t.shape[2 + i] for i in g) for g in groups]
+    def merge(t: torch.Tensor) -> torch.Tensor:  # lists, not generators: dynamo traces them
+        sizes = [math.prod([t.shape[2 + i] for i in g]) for g in groups]
         return t.reshape(*t.shape[:2], *sizes)
 
-    y = op(merge(x), merge(w), *[tuple(v[g[-1]] for g in groups) for v in per_axis])
+    y = op(merge(x), merge(w), *[tuple([v[g[-1]] for g in groups]) for v in per_axis])
     out: list[int] = []
     for g, merged_length in zip(groups, y.shape[2:]):
         kept = [x.shape[2 + i] for i in g[:-1]]
