@@ -23,6 +23,15 @@ def _seed() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_dynamo() -> Iterator[None]:
+    """Every test compiles from scratch: dynamo's caches are per code object for the whole
+    process, so compiles of one shared function (a block's forward, conv_nd) by many tests with
+    different guards would add up to its recompile limit (8) and fail a later, unrelated test."""
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture(autouse=True)
 def _fp32_convolutions() -> Iterator[None]:
     """cuDNN convolutions in full fp32: by default they run in TF32 on Ampere and later (10-bit
     mantissa), which tests comparing a CUDA result to a CPU fp32 reference would mistake for a

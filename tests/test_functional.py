@@ -554,6 +554,31 @@ def test_interpolate_4d_matches_pointwise_formula(mode, align_corners) -> None:
     torch.testing.assert_close(ours, ref)
 
 
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "linear"])
+@pytest.mark.parametrize(
+    "size_in,size_out",
+    [
+        ((3, 4, 2, 3), (5, 3, 4, 6)),
+        ((5, 4, 6, 5), (3, 4, 2, 3)),
+        ((2, 3, 2, 3, 2), (3, 3, 4, 2, 5)),
+    ],
+)
+def test_interpolate_nd_native_inner_axes_match_per_axis_passes(mode, size_in, size_out) -> None:
+    """N >= 4 resizes the last three axes with torch's 3-D kernel (smaller side first, growing
+    or shrinking): values and gradients as a 1-D pass per axis, and second derivatives."""
+    x = torch.randn(2, 3, *size_in, dtype=torch.float64, requires_grad=True)
+    for ac in [False, True] if mode == "linear" else [None]:
+        ours = FN.interpolate_nd(x, size=size_out, mode=mode, align_corners=ac)
+        ref = interpolate_separable(x, size_out, (None,) * len(size_out), mode, bool(ac))
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+        g = torch.randn(ours.shape, dtype=torch.float64)
+        got, want = (torch.autograd.grad(y, x, g)[0] for y in (ours, ref))
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    small = x[:1, :1].detach().requires_grad_()
+    fn = lambda t: FN.interpolate_nd(t, size=size_out, mode=mode)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (small,)) and torch.autograd.gradgradcheck(fn, (small,))
+
+
 WHOLE_REPEATS = [  # (input size, repeats) of nearest enlargements by whole factors
     ((3, 2, 4, 3), (2, 2, 2, 2)),
     ((2, 3, 2, 2), (3, 1, 2, 1)),

@@ -31,15 +31,16 @@ def test_compile_fullgraph_without_graph_breaks(upsample: str) -> None:
     torch.testing.assert_close(out, ref)
 
 
-@pytest.mark.parametrize("mode", ["auto", "all"])
-def test_compile_fullgraph_4d_anisotropic(mode: str, monkeypatch) -> None:
+@pytest.mark.parametrize("mode,upsample", [("auto", "transpose"), ("all", "transpose"),
+                                           ("auto", "linear")])  # fmt: skip
+def test_compile_fullgraph_4d_anisotropic(mode: str, upsample: str, monkeypatch) -> None:
     """A 4-D U-Net with 1x1 skip convs, (3, 3, 1, 1) kernels, (2, 2, 1, 1) strides, max-pool
-    downsampling and transposed upsampling: every N-D path (merged axes, the fold, pooling)
-    traces without a graph break, whichever merges run."""
+    downsampling and transposed or linear upsampling: every N-D path (merged axes, the fold,
+    pooling, resizing) traces without a graph break, whichever merges run."""
     monkeypatch.setattr("ndunet.functional.merged.mode", mode)
     model = UNet(4, 1, 2, channels=(4, 8), num_res_blocks=1, strides=((2, 2, 1, 1),),
                  kernel_sizes=((3, 3, 1, 1), (3, 3, 3, 1)), downsample="max",
-                 upsample="transpose", num_groups=2).eval()  # fmt: skip
+                 upsample=upsample, num_groups=2).eval()  # fmt: skip
     x = torch.randn(1, 1, 4, 4, 3, 2)
     ref = model(x)
     out = torch.compile(model, fullgraph=True, backend="eager")(x)

