@@ -7,6 +7,12 @@ embedding + MLP, GroupNorm(32) + SiLU, strided-conv down, nearest+conv up. Extra
 (1x32^3, vs MONAI) and 4-D (ours only). The peers are optional (install them in a separate
 environment, e.g. /work/main/.bench-env); missing ones are reported, not fatal.
 
+``ops/step`` counts the aten ops of one eager forward + backward that reach a kernel (views
+left out): on a GPU about one launch each, which is what bounds a step too small for the card
+(the 3-D row at batch 1). Counted on the CPU, 2026-11-30: 2-D anchor ours 818 / diffusers 1017 /
+MONAI 902 in fp32 and 1230 / 1477 / 1362 under bf16 autocast (its weight casts included); 3-D
+645 / 707 (MONAI) and 973 / 1083.
+
 Steps of all models are interleaved (one step of each per round), so load from other processes
 on a shared machine hits them alike; the table reports the median step time. On a loaded
 shared CPU, ``--threads 1`` gives steadier (and often faster) numbers: spinning OpenMP threads
@@ -33,6 +39,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from ndunet.models.unet import UNet
@@ -45,6 +52,7 @@ class Entry:
     forward: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     times: list[float] = field(default_factory=list)
     flops: int = 0
+    ops: int = 0  # aten ops reaching a kernel per eager forward + backward (count_ops)
     error: str = ""
 
 
@@ -119,6 +127,38 @@ def step_fn(
     return step
 
 
+_VIEWS = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze",
+          "squeeze", "slice", "select", "as_strided", "alias", "detach", "split", "chunk",
+          "unbind", "narrow", "split_with_sizes", "_reshape_alias", "unflatten", "flatten",
+          "_record_function_enter_new", "_record_function_exit"}  # fmt: skip
+
+
+class _OpCount(TorchDispatchMode):
+    """Counts the aten ops that reach a kernel (views and profiler markers left out): in eager
+    CUDA about one launch each, so the host-side cost of a step that is too small for the GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops += func.overloadpacket.__name__ not in _VIEWS
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(entry: Entry, x: torch.Tensor, t: torch.Tensor, amp: str) -> int:
+    """Ops of one eager forward + backward in precision ``amp`` (no optimizer: the peers' and
+    ours are the same torch.optim.Adam)."""
+    dtype = DTYPES[amp]
+    ctx = torch.autocast(x.device.type, dtype) if dtype else contextlib.nullcontext()
+    with _OpCount() as counter:
+        with ctx:
+            out = entry.forward(entry.model, x, t)
+        out.float().square().mean().backward()
+    entry.model.zero_grad(set_to_none=True)
+    return counter.ops
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -178,6 +218,7 @@ def run_row(
             out.float().square().mean().backward()
         e.flops = counter.get_total_flops()
         e.model.zero_grad(set_to_none=True)
+        e.ops = count_ops(e, x, t, amp)
         module = torch.compile(e.model, mode=args.compile_mode) if args.compile else e.model
         graphs = args.compile and args.compile_mode in ("reduce-overhead", "max-autotune")
         steps[e.name] = step_fn(e, module, x, t, amp, graphs and device.type == "cuda")
@@ -194,7 +235,8 @@ def run_row(
     how += (" channels_last" if fmt is not None else "") + (" compiled" if args.compile else "")
     print(f"\n{title}   input {tuple(shape)}   device {args.device}   {how}"
           f"   median of {args.rounds} steps")  # fmt: skip
-    head = f"{'model':<26}{'params':>9}{'GFLOP/step':>12}{'ms/step':>10}{'img/s':>9}{'GFLOP/s':>9}"
+    head = f"{'model':<26}{'params':>9}{'GFLOP/step':>12}{'ops/step':>9}{'ms/step':>10}{'img/s':>9}"
+    head += f"{'GFLOP/s':>9}"
     print(head + f"{'ours/theirs':>13}")
     print("-" * (len(head) + 13))
     ref = next((e for e in live if e.name == "ndunet.UNet"), None)
@@ -209,7 +251,7 @@ def run_row(
         ratio = ""
         if ref is not None and e is not ref:
             ratio = f"{sec / statistics.median(ref.times):.2f}x"
-        print(f"{e.name:<26}{params:>8.2f}M{e.flops / 1e9:>12.1f}{sec * 1e3:>10.1f}"
+        print(f"{e.name:<26}{params:>8.2f}M{e.flops / 1e9:>12.1f}{e.ops:>9}{sec * 1e3:>10.1f}"
               f"{shape[0] / sec:>9.2f}{e.flops / sec / 1e9:>9.1f}{ratio:>13}")  # fmt: skip
     for e in live:
         e.model.to("cpu")
