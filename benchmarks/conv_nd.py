@@ -54,12 +54,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ndunet.functional import conv as conv_module
 from ndunet.functional import fold, fold_blocks, fold_tiled, merged
 from ndunet.layers import ConvNd, ConvTransposeNd
 from ndunet.planning import peak_bytes as _peak_bytes
@@ -156,11 +154,13 @@ def _ours(
     leaves: list,
     ref: torch.Tensor,
     transposed: bool,
+    merges: bool = False,
 ) -> list[Impl]:
-    """The layer with "auto", and with each fold strategy forced (each checked against ref)."""
+    """The layer with "auto", and with each fold strategy forced (each checked against ref);
+    ``merges``: its axes merge (merged.py), so merged against the fold instead."""
     _check_same(out_fn(), ref)
     impls = [Impl("ours", _step(out_fn, grad, leaves))]
-    if _merges(out_fn):  # merged (forced) and the fold: the A/B of merged.mode "auto"
+    if merges:  # merged (forced) and the fold: the A/B of merged.mode "auto"
         for label, mode in (("merged (all)", "all"), ("fold (none)", "none")):
             step = _step(out_fn, grad, leaves)
 
@@ -194,23 +194,18 @@ def _ours(
     return impls
 
 
-def _merges(out_fn: Callable[[], torch.Tensor]) -> bool:
-    """Whether the layer behind ``out_fn`` merges axes with every merge allowed (merged.py)."""
-    real, before = conv_module.merge_axes, merged.mode
-    hits: list[bool] = []
-
-    def spy(*args: Any) -> list[list[int]] | None:
-        groups = real(*args)
-        hits.append(groups is not None)
-        return groups
-
-    conv_module.merge_axes, merged.mode = spy, "all"
-    try:
-        with torch.no_grad():
-            out_fn()
-    finally:
-        conv_module.merge_axes, merged.mode = real, before
-    return any(hits)
+def _merges(
+    size: int, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...],
+    transposed: bool = False,
+) -> bool:  # fmt: skip
+    """Whether a conv of this geometry on size^n has axes to merge with every merge allowed (as
+    merged.mode "auto" on CUDA; the device is only named, nothing is allocated there)."""
+    n = len(kernel)
+    output_padding = (0,) * n if transposed else None
+    groups = merged.merge_axes(
+        [size] * n, kernel, stride, padding, (1,) * n, output_padding, torch.device("cuda")
+    )
+    return groups is not None
 
 
 def conv_impls(
@@ -240,7 +235,8 @@ def conv_impls(
     def fb() -> torch.Tensor:
         return per_frame_conv(x, wb, pads, strides) + bb.view(1, -1, *[1] * n)
 
-    impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), False)
+    merges = _merges(size, kernel, strides, pads)
+    impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), False, merges)
     frames, taps = math.prod(outs[:m]), math.prod(kernel[:m])
     for cl in (False, True):
         xa = _leaf(batch * frames, ch * taps, size, size, size, channels_last=cl)
@@ -267,7 +263,8 @@ def conv_transpose_impls(
     m = n - 3
     kl = 2 if lead_k is None else lead_k
     out_l = size * kl
-    layer = ConvTransposeNd(n, ch, ch, (kl,) * m + (2,) * 3, stride=(kl,) * m + (2,) * 3)
+    kernel = (kl,) * m + (2,) * 3  # and the stride
+    layer = ConvTransposeNd(n, ch, ch, kernel, stride=kernel)
     x = _leaf(batch, ch, *[size] * n)
     g = torch.randn(batch, ch, *[out_l] * m, *[2 * size] * 3)
     wb, bb = (p.detach().clone().requires_grad_() for p in (layer.weight, layer.bias))
@@ -275,7 +272,8 @@ def conv_transpose_impls(
     def fb() -> torch.Tensor:
         return per_frame_conv_transpose(x, wb, [kl] * m + [2] * 3) + bb.view(1, -1, *[1] * n)
 
-    impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), True)
+    merges = _merges(size, kernel, kernel, (0,) * n, transposed=True)
+    impls = _ours(lambda: layer(x), g, [x, *layer.parameters()], fb().detach(), True, merges)
     for cl in (False, True):
         xa = _leaf(batch * size**m, ch, size, size, size, channels_last=cl)
         wa, ba = _leaf(ch, ch * kl**m, 2, 2, 2), _leaf(ch * kl**m)

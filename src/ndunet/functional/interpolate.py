@@ -74,13 +74,16 @@ def _inner_native(
         if tuple(t.shape[-3:]) == sizes[-3:] and all(f in (None, 1.0) for f in scales[-3:]):
             return t
         t5 = t.reshape(t.shape[0], -1, *t.shape[-3:])  # (B, C * prod(L), D, H, W)
-        torch_mode = "trilinear" if mode == "linear" else mode
-        corners = align_corners if mode == "linear" else None
-        if scales[-1] is None:
-            y5 = F.interpolate(t5, size=sizes[-3:], mode=torch_mode, align_corners=corners)
-        else:
-            factors = [float(f) for f in scales[-3:]]  # type: ignore[arg-type]
-            y5 = F.interpolate(t5, scale_factor=factors, mode=torch_mode, align_corners=corners)
+        given = (
+            {"size": sizes[-3:]}
+            if scales[-1] is None
+            else {"scale_factor": [float(f) for f in scales[-3:]]}  # type: ignore[arg-type]
+        )
+        linear = mode == "linear"
+        y5 = F.interpolate(
+            t5, mode="trilinear" if linear else mode, align_corners=align_corners if linear else None,
+            **given,
+        )  # fmt: skip
         return y5.reshape(*t.shape[:-3], *y5.shape[-3:])
 
     growing = math.prod(sizes) >= math.prod(x.shape[2:])

@@ -30,10 +30,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["MODES", "merge_axes", "merged"]
+__all__ = ["merge_axes", "merged"]
 
-MODES = ("auto", "all", "none")
-# "auto": every merge on CUDA (cuDNN reads NCDHW natively, so a merged conv saves the fold's
+# mode: "auto", "all" or "none". "auto": every merge on CUDA (cuDNN reads NCDHW natively, so a merged conv saves the fold's
 # copies outright); on the CPU only axes that are all pointwise but the last two (1x1 convs: the
 # fold took 4x the ceiling, the merged conv3d 1.6-1.9x). oneDNN reorders default-layout tensors
 # for every conv, which made the other merges a mixed result there (benchmarks/conv_nd.py rows

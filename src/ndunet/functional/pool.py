@@ -11,8 +11,6 @@ over the axes, so ``count_include_pad`` is exact per pass).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -30,13 +28,6 @@ def _windows(x: torch.Tensor, axis: int, k: int, s: int, d: int) -> torch.Tensor
     """Sliding windows along one spatial axis: (..., L_out on that axis, ..., k)."""
     w = x.unfold(2 + axis, (k - 1) * d + 1, s)
     return w[..., ::d] if d > 1 else w
-
-
-def _inner(x: torch.Tensor, pool3d: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``pool3d`` over the last three axes, the leading ones folded into channels (a view of a
-    contiguous x): (B, C, *L, D', H', W')."""
-    y5 = pool3d(x.reshape(x.shape[0], -1, *x.shape[-3:]))  # on (B, C * prod(L), D, H, W)
-    return y5.reshape(*x.shape[:-3], *y5.shape[-3:])
 
 
 def _passes(
@@ -59,8 +50,9 @@ def max_pool_nd(
     )
     if n <= 3:
         return _MAX_POOL[n](input, kernel, stride_t, padding_t, dilation_t)
-    inner = kernel[-3:], stride_t[-3:], padding_t[-3:], dilation_t[-3:]
-    out = _inner(input, lambda x5: F.max_pool3d(x5, *inner))
+    x5 = input.reshape(input.shape[0], -1, *input.shape[-3:])  # (B, C * prod(L), D, H, W)
+    y5 = F.max_pool3d(x5, kernel[-3:], stride_t[-3:], padding_t[-3:], dilation_t[-3:])
+    out = y5.reshape(*input.shape[:-3], *y5.shape[-3:])  # (B, C, *L, D', H', W')
     for axis in _passes(kernel, stride_t, padding_t, n - 3):
         p = padding_t[axis]
         if p:
